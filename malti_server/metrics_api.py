@@ -1,0 +1,3 @@
+"""Metrics query endpoints (being built; see docs/api.md)."""
+
+routes: list = []
