@@ -1,0 +1,128 @@
+"""Building blocks of parameterised SQL: placeholders, filter conditions, rollup level choice.
+
+User input only ever travels as bind parameters ($1, $2, ...). Table and column names come from the
+fixed tables below, never from a request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from .params import DAY, FIVE_MINUTES, HOUR, Filters, ceil_time, floor_time
+
+ALL_DIMS = frozenset({"node", "method", "endpoint", "consumer", "context"})
+
+
+@dataclass(frozen=True)
+class Level:
+    """One rollup read view: its bucket width and the dimensions it keeps (service and status always)."""
+
+    view: str
+    width: timedelta
+    dims: frozenset[str]
+
+
+def _level(view: str, width: timedelta, *dims: str) -> Level:
+    return Level(view, width, frozenset(dims) if dims != ("*",) else ALL_DIMS)
+
+
+# Smallest first: the first level keeping every needed dimension is the cheapest to read.
+LEVELS: dict[timedelta, list[Level]] = {
+    FIVE_MINUTES: [
+        _level("rollup_svc_5min_all", FIVE_MINUTES),
+        _level("rollup_con_5min_all", FIVE_MINUTES, "consumer"),
+        _level("rollup_ep_5min_all", FIVE_MINUTES, "method", "endpoint"),
+        _level("rollup_full_5min_all", FIVE_MINUTES, "*"),
+    ],
+    HOUR: [
+        _level("rollup_svc_1h_all", HOUR),
+        _level("rollup_nc_1h_all", HOUR, "node", "context"),
+        _level("rollup_con_1h_all", HOUR, "consumer"),
+        _level("rollup_ep_1h_all", HOUR, "method", "endpoint"),
+        _level("rollup_epcon_1h_all", HOUR, "method", "endpoint", "consumer"),
+        _level("rollup_full_1h_all", HOUR, "*"),
+    ],
+    DAY: [
+        _level("rollup_nc_1d_all", DAY, "node", "context"),
+        _level("rollup_con_1d_all", DAY, "consumer"),
+        _level("rollup_ep_1d_all", DAY, "method", "endpoint"),
+        _level("rollup_epcon_1d_all", DAY, "method", "endpoint", "consumer"),
+    ],
+}
+
+
+def pick_level(width: timedelta, need: frozenset[str]) -> Level | None:
+    for level in LEVELS[width]:
+        if need <= level.dims:
+            return level
+    return None
+
+
+Interval = tuple[datetime, datetime]
+
+
+def plan_sources(start: datetime, stop: datetime, finest: timedelta, need: frozenset[str]) -> list[tuple[Level, list[Interval]]]:
+    """Cover [start, stop) (aligned to ``finest``) with the coarsest buckets that fit inside it:
+    whole days from a 1-day level, whole hours from a 1-hour level, the rest at ``finest``."""
+    out: list[tuple[Level, list[Interval]]] = []
+    if start >= stop:
+        return out
+    d0, d1 = ceil_time(start, DAY), floor_time(stop, DAY)
+    day_level = pick_level(DAY, need) if d0 < d1 else None
+    if finest == HOUR:
+        h0, h1 = start, stop
+    else:
+        h0, h1 = ceil_time(start, HOUR), floor_time(stop, HOUR)
+    hour_level = pick_level(HOUR, need)
+    hour_ints: list[Interval] = []
+    if day_level is not None:
+        out.append((day_level, [(d0, d1)]))
+        hour_ints = [(h0, d0), (d1, h1)]
+    elif h0 < h1:
+        hour_ints = [(h0, h1)]
+    hour_ints = [iv for iv in hour_ints if iv[0] < iv[1]]
+    if hour_ints:
+        assert hour_level is not None
+        out.append((hour_level, hour_ints))
+    if finest == FIVE_MINUTES:
+        five = [(start, h0), (h1, stop)] if h0 < h1 else [(start, stop)]
+        five = [iv for iv in five if iv[0] < iv[1]]
+        level = pick_level(FIVE_MINUTES, need)
+        assert level is not None
+        if five:
+            out.append((level, five))
+    return out
+
+
+class Binds:
+    """Collects bind parameters and hands out their placeholders."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any, cast: str = "") -> str:
+        self.values.append(value)
+        return f"${len(self.values)}{cast}"
+
+
+def filter_conditions(f: Filters, binds: Binds, dims: frozenset[str] = ALL_DIMS, service_only: bool = False) -> list[str]:
+    """Equality conditions for the filters (on the dimensions a source has), and the restriction."""
+    conds: list[str] = []
+    if f.service is not None:
+        conds.append(f"service = {binds(f.service)}")
+    elif f.services is not None:
+        conds.append(f"service = ANY({binds(sorted(f.services), '::text[]')})")
+    if service_only:
+        return conds
+    for name in ("node", "method", "endpoint", "consumer", "context"):
+        value = getattr(f, name)
+        if value is not None and name in dims:
+            conds.append(f"{name} = {binds(value)}")
+    return conds
+
+
+def time_condition(column: str, intervals: list[Interval], binds: Binds) -> str:
+    parts = [f"({column} >= {binds(lo)} AND {column} < {binds(hi)})" for lo, hi in intervals]
+    return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
