@@ -1,0 +1,180 @@
+"""What the dashboard and the drill-down view share: a query, a refresh timer
+that can be paused, loading in workers, and clear messages when the server
+cannot answer (with automatic retry).
+
+Queries run in exclusive async workers: a new range or filter cancels the
+query still in flight, and the event loop keeps handling keys while a slow
+query waits on the network.
+"""
+
+from __future__ import annotations
+
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.worker import Worker
+
+from ..config import LOG_LIMIT, RETRY_SECONDS
+from ..data import AuthFailed, Dashboard, DataError, DataSource, Query, RateLimited, Thresholds
+from ..timeranges import get_range
+from ..widgets.cards import MetricCards, system_level
+from ..widgets.header import Banner, FilterBar, RangeBar, RefreshState, StatusIndicator
+from ..widgets.request_log import RequestLog
+
+LOG_POLL_SECONDS = 2.0
+"""How often the recent-requests log asks for new records while it is shown."""
+
+
+class LiveScreen(Screen):
+    """A screen showing data for :attr:`query`, refreshed while it is shown."""
+
+    def __init__(self, source: DataSource, query: Query, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+        self.query_state = query
+        self.dashboard: Dashboard | None = None
+        self.loads = 0
+        """Completed loads (tests and benchmarks wait on it)."""
+        self.last_error: DataError | None = None
+        self._timer: Timer | None = None
+        self._log_timer: Timer | None = None
+        self._retry_timer: Timer | None = None
+        self.paused = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_mount(self) -> None:
+        self.paused = not getattr(self.app, "refresh_enabled", True)
+        self._start_timer()
+        self._log_timer = self.set_interval(LOG_POLL_SECONDS, self._poll_log, pause=self.paused)
+        self.query_one(RefreshState).show(paused=self.paused, every=self.query_state.time_range.refresh_seconds)
+        self.show_filters()
+        self.load()
+
+    def _start_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_interval(self.query_state.time_range.refresh_seconds, self.load, pause=self.paused)
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The server's colour thresholds (defaults until the auth test answered)."""
+        return getattr(self.app, "thresholds", Thresholds())
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self) -> Worker:
+        """Fetch the dashboard for the current query in a worker."""
+        self.query_one(RefreshState).show(loading=True)
+        return self.run_worker(self._load(self.query_state), group="load", exclusive=True, exit_on_error=False)
+
+    async def _load(self, query: Query) -> None:
+        try:
+            dashboard = await self.source.dashboard(query)
+        except DataError as error:
+            if query == self.query_state:
+                self.show_error(error)
+            return
+        if query != self.query_state:  # superseded while in flight
+            return
+        self.last_error = None
+        self.dashboard = dashboard
+        self.query_one(Banner).show_message(None)
+        self.show_dashboard(dashboard)
+        self.query_one(StatusIndicator).set_state(system_level(dashboard.summary, self.thresholds))
+        self.query_one(RefreshState).show(loading=False, updated=self.app.clock())
+        self.loads += 1
+        if self.log_visible():
+            self._poll_log()
+
+    def show_dashboard(self, dashboard: Dashboard) -> None:
+        """Put ``dashboard`` on screen (screens fill their own widgets)."""
+        self.query_one(MetricCards).show(dashboard.summary, self.thresholds)
+
+    def show_error(self, error: DataError) -> None:
+        """Say what went wrong, keep the last data, and retry by itself."""
+        self.last_error = error
+        self.query_one(RefreshState).show(loading=False)
+        retry = error.retry_after if error.retry_after else RETRY_SECONDS
+        retry = max(1.0, min(float(retry), 60.0))
+        level = "warning" if isinstance(error, RateLimited) else "error"
+        self.query_one(Banner).show_message(f"{error}  (next try in {retry:.0f}s)", level)
+        if not isinstance(error, (AuthFailed, RateLimited)):
+            self.query_one(StatusIndicator).set_state("offline")
+        if isinstance(error, AuthFailed) and self.dashboard is None:
+            on_auth_failed = getattr(self.app, "on_auth_failed", None)
+            if on_auth_failed is not None:
+                on_auth_failed(error)
+                return
+        if self._retry_timer is not None:
+            self._retry_timer.stop()
+        self._retry_timer = self.set_timer(retry, self.load)
+
+    def thresholds_changed(self) -> None:
+        """Re-colour with new thresholds."""
+        if self.dashboard is not None:
+            self.show_dashboard(self.dashboard)
+            self.query_one(StatusIndicator).set_state(system_level(self.dashboard.summary, self.thresholds))
+
+    # ------------------------------------------------------------------ recent requests
+
+    def log_visible(self) -> bool:
+        """Whether the recent-requests log is on screen."""
+        return False
+
+    def _poll_log(self) -> None:
+        if self.log_visible():
+            self.run_worker(self._load_log(self.query_state), group="log", exclusive=True, exit_on_error=False)
+
+    async def _load_log(self, query: Query) -> None:
+        try:
+            records = await self.source.requests(query, limit=LOG_LIMIT)
+        except DataError:
+            return  # the dashboard load reports connection problems
+        if query == self.query_state:
+            self.query_one(RequestLog).add_records(records)
+
+    # ------------------------------------------------------------------ changing the query
+
+    def set_query(self, query: Query) -> None:
+        """Switch to ``query`` and load it now."""
+        range_changed = query.time_range != self.query_state.time_range
+        self.query_state = query
+        if range_changed:
+            self._start_timer()
+            self.query_one(RangeBar).set_current(query.time_range.name)
+            self.query_one(RefreshState).show(every=query.time_range.refresh_seconds)
+        for log in self.query(RequestLog):
+            log.reset()
+        self.show_filters()
+        self.load()
+
+    def show_filters(self) -> None:
+        """Show the active filters."""
+        self.query_one(FilterBar).set_filters(self.query_state.filters)
+
+    def action_set_range(self, name: str) -> None:
+        """Show time range ``name``."""
+        from dataclasses import replace
+
+        time_range = get_range(name)
+        if time_range != self.query_state.time_range:
+            self.set_query(replace(self.query_state, time_range=time_range))
+
+    def on_range_chosen(self, message) -> None:
+        self.action_set_range(message.name)
+
+    def action_refresh(self) -> None:
+        """Load now."""
+        self.load()
+        self._poll_log()
+
+    def action_toggle_pause(self) -> None:
+        """Pause or resume auto-refresh."""
+        self.paused = not self.paused
+        for timer in (self._timer, self._log_timer):
+            if timer is not None:
+                timer.pause() if self.paused else timer.resume()
+        self.query_one(RefreshState).show(paused=self.paused)
+        self.notify("Auto-refresh paused (p resumes)" if self.paused else "Auto-refresh resumed", timeout=2)
+        if not self.paused:
+            self.load()

@@ -1,0 +1,1 @@
+"""Widgets of the Malti TUI, one module per area of the screen."""
