@@ -63,7 +63,12 @@ class MaltiApp(App):
             saved_url, saved_key = load_saved(self.settings.config_dir)
             url, key = url or saved_url, key or saved_key
         if url and key:
-            self.open_dashboard(self.make_source(url, key))
+            try:
+                source = self.make_source(url, key)
+            except DataError as error:
+                self.push_screen(LoginScreen(url=url, message=str(error), remember=self.settings.remember))
+                return
+            self.open_dashboard(source)
             self.run_worker(self._fetch_auth(), group="auth", exclusive=True, exit_on_error=False)
         else:
             self.push_screen(LoginScreen(url=url, remember=self.settings.remember))

@@ -13,7 +13,7 @@ message a user can act on; the UI never sees a raw HTTP or client exception.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from .timeranges import TimeRange
@@ -457,10 +457,13 @@ class ClientDataSource:
     """A :class:`DataSource` backed by ``malti_sdk.AsyncMaltiClient``."""
 
     def __init__(self, url: str, api_key: str, timeout: float = 10.0) -> None:
-        from malti_sdk import AsyncMaltiClient  # imported here: the UI can start before it loads
+        from malti_sdk import AsyncMaltiClient, MaltiError  # imported here: the UI can start before it loads
 
         self.url = url
-        self._client = AsyncMaltiClient(url=url, api_key=api_key, timeout=timeout)
+        try:
+            self._client = AsyncMaltiClient(url=url, api_key=api_key, timeout=timeout)
+        except MaltiError as error:
+            raise translate_error(error, url) from error
 
     async def auth_test(self) -> AuthInfo:
         return to_auth_info(await self._call(self._client.auth_test))
@@ -509,29 +512,33 @@ class ClientDataSource:
 
 
 def translate_error(error: BaseException, url: str) -> DataError:
-    """Map a client or transport exception to a :class:`DataError` a user can act on."""
-    status = getattr(error, "status_code", None)
-    if status is None:
-        status = getattr(error, "status", None)
-    detail = getattr(error, "detail", None) or str(error) or type(error).__name__
-    retry_after = _num(getattr(error, "retry_after", None))
-    if isinstance(status, int):
-        if status == 401:
+    """Map a ``malti_sdk`` client exception to a :class:`DataError` a user can act on."""
+    import malti_sdk as sdk
+
+    if isinstance(error, sdk.MaltiConnectionError):
+        why = "timed out" if isinstance(error, sdk.MaltiTimeoutError) else "connection failed"
+        return ServerUnavailable(f"Cannot reach the Malti server at {url} ({why}). Is it running? Retrying.")
+    if isinstance(error, sdk.MaltiAPIError):
+        status, detail = error.status, error.detail
+        if isinstance(error, sdk.MaltiAuthError):
+            if status == 403:
+                return AuthFailed(f"Not allowed (403): {detail}. Reading metrics needs a user key, not a service key.")
             return AuthFailed(f"The server refused the API key (401): {detail}. Check the user key.")
-        if status == 403:
-            return AuthFailed(f"Not allowed (403): {detail}. A user key (not a service key) is needed.")
-        if status == 429:
-            return RateLimited(f"Rate limited by the server (429): {detail}.", retry_after)
-        if status == 422 or status == 400:
-            return BadQuery(f"The server refused the query ({status}): {detail}")
-        if status >= 500:
-            error_ = ServerUnavailable(f"The server at {url} answered {status}: {detail}. Retrying.")
-            error_.retry_after = retry_after
-            return error_
-        return DataError(f"Unexpected answer {status} from {url}: {detail}")
-    return ServerUnavailable(f"Cannot reach the Malti server at {url} ({detail}). Is it running? Retrying.")
+        if isinstance(error, sdk.MaltiRateLimitError):
+            return RateLimited(f"Rate limited by the server (429): {detail}.", error.retry_after)
+        if isinstance(error, sdk.MaltiServerError):
+            failure = ServerUnavailable(f"The server at {url} answered {status}: {detail}. Retrying.")
+            failure.retry_after = error.retry_after
+            return failure
+        if isinstance(error, sdk.MaltiNotFoundError):
+            return BadQuery(f"No Malti API at {url} (404). Check the server URL.")
+        if isinstance(error, sdk.MaltiValidationError):
+            return BadQuery(f"The server refused the query: {error}")
+        return DataError(f"Unexpected answer from {url}: {error}")
+    if isinstance(error, sdk.MaltiResponseError):
+        return ServerUnavailable(f"{url} did not answer like a Malti server ({error}). Check the URL.")
+    if isinstance(error, sdk.MaltiUsageError):
+        return BadQuery(f"Invalid setting: {error}")
+    return DataError(f"Unexpected error talking to {url}: {type(error).__name__}: {error}")
 
 
-def shift(moment: datetime, seconds: float) -> datetime:
-    """``moment`` plus ``seconds`` (a small helper for tests and sources)."""
-    return moment + timedelta(seconds=seconds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from ..bindings import DASHBOARD_BINDINGS
@@ -60,10 +60,6 @@ class DashboardScreen(LiveScreen):
             with TabPane("Requests", id="log"):
                 yield RequestLog(id="request-log")
         yield Footer()
-
-    def on_mount(self) -> None:
-        self.query_one("#banner", Banner).display = False
-        super().on_mount()
 
     # ------------------------------------------------------------------ showing data
 

@@ -69,10 +69,6 @@ class DrilldownScreen(LiveScreen):
         yield RequestLog(id="detail-log")
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.query_one("#banner", Banner).display = False
-        super().on_mount()
-
     def show_filters(self) -> None:
         # The target's own filters are in the title; show only the inherited ones.
         filters = self.query_state.filters

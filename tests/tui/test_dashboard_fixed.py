@@ -1,0 +1,269 @@
+"""The dashboard driven by Textual's pilot on a fixed data set: keys, filters,
+time ranges, drill-down, the palette, outages, and literal display of data."""
+
+from __future__ import annotations
+
+from malti_tui.data import Filters
+from malti_tui.screens.dashboard import DashboardScreen
+from malti_tui.screens.drilldown import DrilldownScreen
+from malti_tui.screens.help import HelpScreen
+from malti_tui.screens.picker import PickerScreen
+from malti_tui.widgets.cards import MetricCards
+from malti_tui.widgets.header import Banner, StatusIndicator
+from malti_tui.widgets.request_log import RequestLog
+from malti_tui.widgets.tables import EndpointsTable
+
+from .conftest import screen_text, wait_until
+from .fixed_data import INJECTION
+
+
+async def loaded(pilot, count: int = 1) -> DashboardScreen:
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, DashboardScreen) and pilot.app.screen.loads >= count,
+                     what=f"{count} dashboard loads")
+    return pilot.app.screen
+
+
+async def test_cards_show_the_summary(fixed_app):
+    app, _ = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await loaded(pilot)
+        cards = screen.query_one(MetricCards)
+        values = {card_id: cards.card(card_id).value for card_id in ("total", "rpm", "error-rate", "avg", "p95", "p99")}
+        assert values == {"total": "5,220", "rpm": "87.0", "error-rate": "1.26%", "avg": "42.5 ms",
+                          "p95": "350 ms", "p99": "980 ms"}
+        # Thresholds 0.5/1.0 % and 300/800 ms: 1.26 % is over, 42.5 ms fine, 350 ms warning, 980 ms over.
+        assert [cards.card(c).level for c in ("error-rate", "avg", "p95", "p99")] == ["error", "success", "warning", "error"]
+        assert screen.query_one(StatusIndicator).state == "error"
+
+
+async def test_time_keys_change_the_query_and_the_range_bar(fixed_app):
+    app, source = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await loaded(pilot)
+        assert source.queries[-1].time_range.name == "1h"
+        for key, name in (("3", "24h"), ("4", "7d"), ("8", "1y"), ("1", "1h")):
+            before = screen.loads
+            await pilot.press(key)
+            await wait_until(pilot, lambda: screen.loads > before)
+            assert source.queries[-1].time_range.name == name
+            assert screen.query_state.time_range.name == name
+
+
+async def test_clicking_a_range_selects_it(fixed_app):
+    app, source = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await loaded(pilot)
+        bar = screen.query_one("#range-bar")
+        text = bar.render().plain
+        await pilot.click("#range-bar", offset=(text.index("7d") + 1, 0))
+        await wait_until(pilot, lambda: source.queries[-1].time_range.name == "7d")
+
+
+async def test_service_filter_from_the_picker(fixed_app):
+    app, source = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("s")
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen))
+        await pilot.press(*"auth")  # type to search, Enter takes the first match
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: source.queries[-1].filters.service == "auth-service")
+        assert "service: auth-service" in screen_text(app)
+        # A node can be chosen now that a service is set; 0 clears everything.
+        await pilot.press("n")
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen))
+        await pilot.press("down", "enter")  # skip "(all)"
+        await wait_until(pilot, lambda: source.queries[-1].filters.node == "node-1")
+        await pilot.press("0")
+        await wait_until(pilot, lambda: source.queries[-1].filters == Filters())
+
+
+async def test_node_needs_a_service_first(fixed_app):
+    app, source = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        assert not isinstance(app.screen, PickerScreen)
+
+
+async def test_endpoint_filter_sets_endpoint_and_method(fixed_app):
+    app, source = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("e")
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen))
+        await pilot.press(*"/login", "enter")
+        await wait_until(pilot, lambda: source.queries[-1].filters.endpoint == "/login")
+        assert source.queries[-1].filters.method == "POST"
+
+
+async def test_filters_menu_then_consumer(fixed_app):
+    app, source = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("f")
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen))
+        await pilot.press(*"consumer", "enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen) and "consumer" in app.screen.title_text)
+        await pilot.press(*"mobile", "enter")
+        await wait_until(pilot, lambda: source.queries[-1].filters.consumer == "mobile-app")
+
+
+async def test_escape_closes_a_picker_without_changing_anything(fixed_app):
+    app, source = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("c")
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is screen)
+        assert screen.query_state.filters == Filters()
+
+
+async def test_drill_down_into_an_endpoint_opens_and_closes(fixed_app):
+    app, source = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        dashboard = await loaded(pilot)
+        await pilot.press("t")  # endpoints view, table focused, first row = most requests
+        await pilot.press("down", "enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, DrilldownScreen) and app.screen.loads >= 1)
+        detail = app.screen
+        assert detail.query_state.filters.endpoint == "/login"
+        assert detail.query_state.filters.method == "POST"
+        assert source.queries[-1].filters.endpoint == "/login"
+        await wait_until(pilot, lambda: detail.query_one(RequestLog).row_count > 0)
+        assert "Endpoint POST /login" in screen_text(app)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is dashboard)
+        assert dashboard.query_state.filters == Filters()
+
+
+async def test_drill_down_into_a_consumer(fixed_app):
+    app, source = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("o")
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen))
+        await pilot.press(*"batch", "enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, DrilldownScreen))
+        assert app.screen.query_state.filters.consumer == "batch-job"
+        assert "Consumer batch-job" in screen_text(app)
+
+
+async def test_sorting_the_endpoints_table(fixed_app):
+    app, _ = fixed_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("t")
+        table = screen.query_one(EndpointsTable)
+        assert [r.endpoint for r in table.records][:2] == ["/users/{user_id}", "/login"]
+        table.sort_by("p95")
+        assert table.records[0].endpoint == "/payments"
+        await pilot.press("R")  # reverse
+        assert table.records[0].endpoint == "/health"
+
+
+async def test_request_log_follows_new_records(fixed_app):
+    app, source = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("l")
+        log = screen.query_one(RequestLog)
+        await wait_until(pilot, lambda: log.row_count == 30)
+        assert log.record_ids == sorted(log.record_ids)  # oldest on top, newest at the bottom
+        assert log.cursor_row == log.row_count - 1
+
+
+async def test_markup_and_escape_codes_in_data_are_shown_literally(fixed_app):
+    app, _ = fixed_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("t")
+        await pilot.pause(0.2)
+        assert INJECTION in screen_text(app)
+        await pilot.press("u")
+        await pilot.pause(0.2)
+        assert INJECTION in screen_text(app)
+        await pilot.press("l")
+        await wait_until(pilot, lambda: INJECTION in screen_text(app))
+
+
+async def test_pause_stops_auto_refresh(fixed_app):
+    app, source = fixed_app(auto_refresh=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await loaded(pilot)
+        assert not screen.paused
+        await pilot.press("p")
+        assert screen.paused and "paused" in screen_text(app)
+        await pilot.press("p")
+        assert not screen.paused
+
+
+async def test_server_down_then_back(fixed_app):
+    app, source = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await loaded(pilot)
+        source.down = True
+        await pilot.press("r")
+        banner = screen.query_one(Banner)
+        await wait_until(pilot, lambda: banner.display)
+        assert "Cannot reach" in screen_text(app)
+        assert screen.query_one(StatusIndicator).state == "offline"
+        assert screen.query_one(MetricCards).card("total").value == "5,220"  # last data kept
+        source.down = False
+        await pilot.press("r")
+        await wait_until(pilot, lambda: not banner.display)
+        assert screen.query_one(StatusIndicator).state == "error"
+
+
+async def test_empty_state_shows_a_hint(fixed_app):
+    from .fixed_data import FixedDataSource
+
+    app, _ = fixed_app(FixedDataSource(empty=True))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await loaded(pilot)
+        assert screen.has_class("-empty")
+        assert "No requests in this time range yet" in screen_text(app)
+
+
+async def test_help_screen_opens_on_question_mark(fixed_app):
+    app, _ = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+
+
+async def test_every_dashboard_key_is_in_the_command_palette(fixed_app):
+    from malti_tui.bindings import DASHBOARD_BINDINGS
+
+    app, _ = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await loaded(pilot)
+        titles = {command.title for command in app.get_system_commands(screen)}
+        assert {b.description for b in DASHBOARD_BINDINGS} <= titles
+        assert {"Help", "Light/dark", "Log out"} <= titles
+
+
+async def test_theme_toggles_between_dark_and_light(fixed_app):
+    app, _ = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        assert app.theme == "malti-dark"
+        await pilot.press("d")
+        assert app.theme == "malti-light"
+
+
+async def test_small_and_large_terminals(fixed_app):
+    app, _ = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await loaded(pilot)
+        assert screen.has_class("-narrow")
+        await pilot.resize_terminal(160, 48)
+        await pilot.pause(0.2)
+        assert screen.has_class("-wide")
+        assert "1,26" not in screen_text(app)  # sanity: text intact after resize
+        assert "5,220" in screen_text(app)
