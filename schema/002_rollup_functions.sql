@@ -10,39 +10,30 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- Fold one set of partial rows (temp table malti_moved) into a rollup table, merging rows with the
--- same key. Set-based: histogram cells are summed per (key, bucket index) in one GROUP BY, then
--- re-packed into arrays. E'\x01' stands in for NULL in join keys (ingest strips control characters,
--- so it never occurs in stored text). Upserts go in key order so concurrent folds cannot deadlock.
+-- same key in one grouped pass: histogram cells are summed per (key, bucket index), and each partial
+-- row's count/sum/min/max ride along on its first cell (every row has at least one), so no join is
+-- needed. Upserts go in key order so concurrent folds cannot deadlock.
 CREATE FUNCTION malti_fold_into(target regclass) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     EXECUTE format($q$
-        WITH totals AS (
-            SELECT bucket, service, node, method, endpoint, consumer, context, status,
-                   sum(n) AS n, sum(sum_ms) AS sum_ms, min(min_ms) AS min_ms, max(max_ms) AS max_ms
-            FROM malti_moved
-            GROUP BY bucket, service, node, method, endpoint, consumer, context, status
-        ), cells AS (
-            SELECT m.bucket, m.service, coalesce(m.node, E'\x01') AS node_k, m.method, m.endpoint,
-                   m.consumer, coalesce(m.context, E'\x01') AS context_k, m.status,
-                   u.k, sum(u.c)::integer AS c
-            FROM malti_moved AS m, unnest(m.lat_keys, m.lat_counts) AS u(k, c)
-            GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
-        ), hists AS (
-            SELECT bucket, service, node_k, method, endpoint, consumer, context_k, status,
-                   array_agg(k ORDER BY k) AS keys, array_agg(c ORDER BY k) AS counts
-            FROM cells
-            GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+        WITH cells AS (
+            SELECT m.bucket, m.service, m.node, m.method, m.endpoint, m.consumer, m.context, m.status, u.k,
+                   sum(u.c)::integer AS c,
+                   sum(m.n) FILTER (WHERE u.i = 1) AS n,
+                   sum(m.sum_ms) FILTER (WHERE u.i = 1) AS s,
+                   min(m.min_ms) AS lo,
+                   max(m.max_ms) AS hi
+            FROM malti_moved AS m, unnest(m.lat_keys, m.lat_counts) WITH ORDINALITY AS u(k, c, i)
+            GROUP BY m.bucket, m.service, m.node, m.method, m.endpoint, m.consumer, m.context, m.status, u.k
         )
         INSERT INTO %s AS r
-        SELECT t.bucket, t.service, t.node, t.method, t.endpoint, t.consumer, t.context, t.status,
-               t.n, t.sum_ms, t.min_ms, t.max_ms, h.keys, h.counts
-        FROM totals AS t
-        JOIN hists AS h
-          ON h.bucket = t.bucket AND h.service = t.service AND h.node_k = coalesce(t.node, E'\x01')
-         AND h.method = t.method AND h.endpoint = t.endpoint AND h.consumer = t.consumer
-         AND h.context_k = coalesce(t.context, E'\x01') AND h.status = t.status
-        ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+        SELECT bucket, service, node, method, endpoint, consumer, context, status,
+               coalesce(sum(n), 0), coalesce(sum(s), 0), min(lo), max(hi),
+               array_agg(k ORDER BY k), array_agg(c ORDER BY k)
+        FROM cells
+        GROUP BY bucket, service, node, method, endpoint, consumer, context, status
+        ORDER BY bucket, service, node, method, endpoint, consumer, context, status
         ON CONFLICT (bucket, service, node, method, endpoint, consumer, context, status) DO UPDATE
         SET n = r.n + EXCLUDED.n,
             sum_ms = r.sum_ms + EXCLUDED.sum_ms,
@@ -62,12 +53,15 @@ LANGUAGE plpgsql AS $$
 DECLARE
     moved bigint;
 BEGIN
+    SET LOCAL work_mem = '64MB';
     DROP TABLE IF EXISTS malti_moved;
     CREATE TEMP TABLE malti_moved (LIKE rollup_pending) ON COMMIT DROP;
     WITH d AS (DELETE FROM rollup_pending RETURNING *)
     INSERT INTO malti_moved SELECT * FROM d;
     GET DIAGNOSTICS moved = ROW_COUNT;
     IF moved > 0 THEN
+        -- A new temp table has no statistics; without them the planner may pick a poor plan.
+        ANALYZE malti_moved;
         PERFORM malti_fold_into('rollup_5min');
         UPDATE malti_moved SET bucket = date_trunc('hour', bucket);
         PERFORM malti_fold_into('rollup_1h');
