@@ -179,7 +179,7 @@ class Malti:
     ) -> Figure:
         """A matplotlib figure of p50/p95/p99 (and average) latency over time."""
         frame = self.timeseries(start=start, end=end, interval=interval, **filters)
-        return _plots.as_pyplot_figure(_plots.latency_figure(frame, _title("Latency (2xx)", filters), figsize))
+        return _plots.latency_figure(frame, _title("Latency (2xx)", filters), figsize)
 
     def plot_requests(
         self,
@@ -192,7 +192,7 @@ class Malti:
     ) -> Figure:
         """A matplotlib figure of requests and errors over time."""
         frame = self.timeseries(start=start, end=end, interval=interval, **filters)
-        return _plots.as_pyplot_figure(_plots.requests_figure(frame, _title("Requests and errors", filters), figsize))
+        return _plots.requests_figure(frame, _title("Requests and errors", filters), figsize)
 
     def dashboard(self, *, range: str = "24h", auto_refresh: bool = False, refresh_seconds: float = 30.0, **filters: str | None):
         """An ipywidgets dashboard (filters, range buttons, cards, charts, top endpoints); returns the widget."""

@@ -1,8 +1,9 @@
 """Matplotlib charts of a time-series DataFrame (see ``_frames.timeseries_frame``).
 
-Figures are built with the object API (``matplotlib.figure.Figure``), never through pyplot's
-global state, so the dashboard can draw them from a refresh thread; ``as_pyplot_figure``
-hands a figure to pyplot when a notebook should display it inline.
+Figures are built with the object API, never through pyplot's global state, so the dashboard
+can draw them from a refresh thread and a script's open windows are left alone. They are
+:class:`NotebookFigure` objects: ordinary ``matplotlib.figure.Figure`` instances that Jupyter
+also shows as a PNG when no inline backend has registered itself yet.
 """
 
 from __future__ import annotations
@@ -22,8 +23,15 @@ LATENCY_LINES = [  # column, label, style
 ]
 
 
+class NotebookFigure(Figure):
+    """A matplotlib ``Figure`` that Jupyter displays as a PNG when it is a cell's result."""
+
+    def _repr_png_(self) -> bytes:
+        return png_bytes(self, dpi=100)
+
+
 def _new_figure(figsize: tuple[float, float] | None) -> tuple[Figure, object]:
-    figure = Figure(figsize=figsize or DEFAULT_SIZE, layout="constrained")
+    figure = NotebookFigure(figsize=figsize or DEFAULT_SIZE, layout="constrained")
     return figure, figure.add_subplot()
 
 
@@ -87,17 +95,3 @@ def png_bytes(figure: Figure, dpi: int = 90) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
-
-
-def as_pyplot_figure(figure: Figure) -> Figure:
-    """Make a Jupyter kernel able to show ``figure`` as a cell result.
-
-    Importing pyplot lets the inline backend register its display formatter for figures;
-    the figure itself stays outside pyplot's list of open figures, so it is shown once
-    (as the returned value), not a second time at the end of the cell.
-    """
-    try:
-        import matplotlib.pyplot  # noqa: F401  registers the notebook's figure formatter
-    except Exception:  # a broken GUI backend must not break a plot helper
-        pass
-    return figure
