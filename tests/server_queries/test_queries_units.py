@@ -1,0 +1,149 @@
+"""Pure parts of the query layer: parameters, resolution rule, alignment, level planning, histograms."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from malti_server import histogram
+from malti_server.queries import packed
+from malti_server.queries.params import (
+    DAY, FIVE_MINUTES, HOUR, MINUTE, QueryError, floor_time, parse_aggregate, parse_requests, parse_time,
+)
+from malti_server.queries.raw_requests import decode_cursor, encode_cursor
+from malti_server.queries.sql import LEVELS, pick_level, plan_sources
+
+UTC = timezone.utc
+NOW = datetime(2026, 11, 23, 10, 17, 42, tzinfo=UTC)
+
+
+def test_defaults_and_resolution_rule():
+    q = parse_aggregate({}, None, NOW)
+    assert (q.end, q.start, q.resolution) == (NOW, NOW - timedelta(days=7), "1hour")
+    rt = parse_aggregate({}, None, NOW, realtime=True)
+    assert (rt.start, rt.resolution, len(rt.buckets())) == (NOW - timedelta(minutes=60), "1min", 61)
+    assert parse_aggregate({"start_time": "2026-11-19T10:17:42Z"}, None, NOW).resolution == "5min"  # exactly 4 days
+    assert parse_aggregate({"start_time": "2026-11-19T10:17:41Z"}, None, NOW).resolution == "1hour"
+    assert parse_aggregate({"interval": "1hour", "start_time": "2026-11-23T09:00:00Z"}, None, NOW).resolution == "1hour"
+    assert parse_aggregate({"interval": "1min", "start_time": "2026-11-23T09:00:00Z"}, None, NOW).resolution == "1min"
+    assert parse_aggregate({"interval": "5min"}, None, NOW).resolution == "1hour"  # > 4 days wins
+    assert parse_aggregate({"interval": ""}, None, NOW).resolution == "1hour"
+
+
+def test_buckets_are_aligned_and_cover_start_and_end():
+    q = parse_aggregate({"start_time": "2026-11-23T08:03:10Z", "end_time": "2026-11-23T09:55:00Z"}, None, NOW)
+    b = q.buckets()
+    assert b[0] == datetime(2026, 11, 23, 8, 0, tzinfo=UTC) and b[-1] == datetime(2026, 11, 23, 9, 55, tzinfo=UTC)
+    assert all(y - x == FIVE_MINUTES for x, y in zip(b, b[1:]))
+    assert q.stop == datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    assert floor_time(datetime(2026, 11, 23, 23, 59, tzinfo=UTC), DAY) == datetime(2026, 11, 23, tzinfo=UTC)
+
+
+def test_times_parse_in_every_usual_form():
+    expect = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+    for text in ("2026-11-23T08:00:00Z", "2026-11-23T08:00:00", "2026-11-23 08:00:00+00:00",
+                 "2026-11-23T10:00:00+02:00", "2026-11-23T10:00:00 02:00", "2026-11-23T08:00:00.000000Z"):
+        assert parse_time(text, "start_time") == expect, text
+    for bad in ("", "now", "2026-11-23T25:00:00Z", "1700000000", "2026-11-23T08:00:00Z'; DROP TABLE requests; --"):
+        with pytest.raises(QueryError):
+            parse_time(bad, "start_time")
+
+
+def test_service_restriction():
+    allowed = frozenset({"auth-service"})
+    with pytest.raises(QueryError) as exc:
+        parse_aggregate({"service": "payment-service"}, allowed, NOW)
+    assert exc.value.status == 403
+    q = parse_aggregate({}, allowed, NOW)
+    assert q.filters.services == allowed and q.filters.service is None
+
+
+def test_limits_and_too_many_buckets():
+    with pytest.raises(QueryError):
+        parse_aggregate({"interval": "1hour", "start_time": "2000-01-01T00:00:00Z"}, None, NOW)
+    assert parse_requests({"limit": "1000"}, None, NOW).limit == 1000
+    with pytest.raises(QueryError):
+        parse_requests({"limit": "-1"}, None, NOW)
+
+
+def test_cursor_round_trip():
+    t = datetime(2026, 11, 23, 8, 0, 1, 123456, tzinfo=UTC)
+    assert decode_cursor(encode_cursor(t, 42)) == (t, 42)
+    for bad in ("", "!!!", encode_cursor(t, 1)[:-3], "MjAyNg"):
+        with pytest.raises(QueryError):
+            decode_cursor(bad)
+
+
+@pytest.mark.parametrize("start,stop,finest", [
+    ("2026-11-01T03:15:00", "2026-11-06T07:40:00", FIVE_MINUTES),
+    ("2026-11-01T03:00:00", "2026-11-06T07:00:00", HOUR),
+    ("2026-11-01T00:00:00", "2026-11-03T00:00:00", HOUR),
+    ("2026-11-01T03:15:00", "2026-11-01T03:40:00", FIVE_MINUTES),
+    ("2026-11-01T03:15:00", "2026-11-01T05:10:00", FIVE_MINUTES),
+    ("2026-11-01T23:55:00", "2026-11-02T00:05:00", FIVE_MINUTES),
+])
+@pytest.mark.parametrize("need", [frozenset(), frozenset({"consumer"}), frozenset({"node", "endpoint"}),
+                                  frozenset({"method", "endpoint", "consumer"})])
+def test_planned_sources_tile_the_range_exactly(start, stop, finest, need):
+    a = datetime.fromisoformat(start).replace(tzinfo=UTC)
+    b = datetime.fromisoformat(stop).replace(tzinfo=UTC)
+    covered = []
+    for level, intervals in plan_sources(a, b, finest, need):
+        assert need <= level.dims
+        for lo, hi in intervals:
+            assert lo < hi and floor_time(lo, level.width) == lo and floor_time(hi, level.width) == hi
+            covered.append((lo, hi))
+    covered.sort()
+    assert covered[0][0] == a and covered[-1][1] == b
+    assert all(x[1] == y[0] for x, y in zip(covered, covered[1:]))
+
+
+def test_smallest_level_is_chosen():
+    assert pick_level(HOUR, frozenset()).view == "rollup_svc_1h_all"
+    assert pick_level(HOUR, frozenset({"endpoint"})).view == "rollup_ep_1h_all"
+    assert pick_level(DAY, frozenset({"endpoint", "consumer"})).view == "rollup_epcon_1d_all"
+    assert pick_level(DAY, frozenset({"node", "endpoint"})) is None
+    assert pick_level(FIVE_MINUTES, frozenset({"context"})).view == "rollup_full_5min_all"
+    assert all(LEVELS[w][-1].dims >= {"node", "context"} for w in (FIVE_MINUTES, HOUR))
+    assert MINUTE not in LEVELS
+
+
+def _pack(keys, counts) -> bytes:
+    """What PostgreSQL's array_send produces for int2[] and int4[]."""
+    def arr(values, oid, size):
+        out = (1).to_bytes(4, "big") + (0).to_bytes(4, "big") + oid.to_bytes(4, "big")
+        out += len(values).to_bytes(4, "big") + (1).to_bytes(4, "big")
+        for v in values:
+            out += size.to_bytes(4, "big") + int(v).to_bytes(size, "big", signed=True)
+        return out
+    return arr(keys, 21, 2) + arr(counts, 23, 4)
+
+
+def test_packed_merge_and_quantiles_match_the_reference_histogram():
+    rng = np.random.default_rng(1)
+    groups = []
+    for g in range(5):
+        parts = [rng.lognormal(rng.uniform(-1, 6), rng.uniform(0.2, 1.5), rng.integers(1, 400)) for _ in range(g + 1)]
+        groups.append(parts)
+    blobs, cells, expect = [], [], []
+    for parts in groups:
+        hists = [histogram.build(p) for p in parts]
+        blobs.append(b"".join(_pack(k, c) for k, c in hists))
+        cells.append(b"".join(len(k).to_bytes(4, "big") for k, _ in hists))
+        allv = np.concatenate(parts)
+        k, c = histogram.merge(hists)
+        expect.append(histogram.quantiles(k, c, (0.5, 0.95, 0.99), allv.min(), allv.max()))
+    blobs.append(None)
+    cells.append(None)
+    dense = packed.merge_blobs(blobs, cells)
+    lo = np.array([np.concatenate(p).min() for p in groups] + [np.nan])
+    hi = np.array([np.concatenate(p).max() for p in groups] + [np.nan])
+    est = packed.quantiles(dense, lo, hi, (0.5, 0.95, 0.99))
+    for i, e in enumerate(expect):
+        assert est[i] == pytest.approx(e, rel=1e-12)
+        assert dense[i].sum() == sum(len(p) for p in groups[i])
+    assert np.isnan(est[-1]).all()
+    # a wrong cell-count side channel falls back to walking the headers
+    assert (packed.merge_blobs([blobs[2]], [b"\x00\x00\x00\x01"]) == dense[2:3]).all()
