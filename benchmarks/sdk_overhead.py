@@ -1,0 +1,543 @@
+"""How much the Malti middleware costs an app, side by side with its peers.
+
+Run:  .venv/bin/python benchmarks/sdk_overhead.py            (all parts, ~2 minutes)
+      .venv/bin/python benchmarks/sdk_overhead.py inprocess  (one part: inprocess, uvicorn, stall, memory)
+
+Benchmark-only dependencies (not needed by Malti itself):
+    pip install malti-telemetry==1.0.4 starlette-exporter prometheus-fastapi-instrumentator \
+        opentelemetry-instrumentation-asgi opentelemetry-sdk
+
+Parts:
+1. inprocess: a minimal Starlette app called through raw ASGI (no network), bare and
+   wrapped by each middleware, interleaved in rounds; µs per request, overhead over
+   bare, our overhead as a fraction of each peer's. Each wrapped run is checked to have
+   recorded every request.
+2. uvicorn: the bare app and the app with our middleware (and malti-telemetry) under
+   uvicorn, 8 requests in flight from a lean keep-alive client; ratio of requests/s.
+   The middleware ships its records to a stub ingest server meanwhile.
+3. stall: the longest gap of a 1 ms ticker while 20,000 buffered records are sent
+   (ours and malti-telemetry's).
+4. memory: bytes per buffered record (tracemalloc), records made by real requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+ROUNDS = 7
+REQUESTS_PER_ROUND = 5_000
+
+# ---------------------------------------------------------------------------- apps
+
+
+def make_app():
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def user(request):
+        return PlainTextResponse("ok")
+
+    return Starlette(routes=[Route("/users/{user_id}", user)])
+
+
+def scope_for(i: int) -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": f"/users/{i % 1000}",
+        "raw_path": f"/users/{i % 1000}".encode(),
+        "query_string": b"",
+        "root_path": "",
+        # fresh bytes per request, as a server creates them
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"user-agent", b"bench/1.0"),
+            (b"accept", b"*/*"),
+            (b"x-consumer-id", b"web-app".replace(b"w", b"w")),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+
+
+async def _receive():
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _send(message):
+    pass
+
+
+async def run_requests(app, count: int, offset: int = 0) -> float:
+    """Seconds for ``count`` sequential requests through ``app``."""
+    scopes = [scope_for(offset + i) for i in range(count)]
+    start = time.perf_counter()
+    for scope in scopes:
+        await app(scope, _receive, _send)
+    return time.perf_counter() - start
+
+
+class Variant:
+    def __init__(self, name, app, recorded, reset=lambda: None):
+        self.name = name
+        self.app = app
+        self.recorded = recorded  # () -> number of requests the tool recorded
+        self.reset = reset
+        self.times: list[float] = []
+        self.expected = 0
+
+
+def drained_counter(rows):
+    """(recorded, reset) for a tool that buffers records in ``rows``: reset empties it between rounds."""
+    drained = [0]
+
+    def recorded():
+        return drained[0] + len(rows)
+
+    def reset():
+        drained[0] += len(rows)
+        rows.clear()
+
+    return recorded, reset
+
+
+def build_variants():
+    variants = [Variant("bare starlette", make_app(), lambda: None)]
+
+    # ours
+    from malti_sdk import MaltiMiddleware, TelemetryConfig, TelemetrySystem
+
+    ours_system = TelemetrySystem(
+        TelemetryConfig(
+            api_key="bench", malti_url="http://127.0.0.1:9", batch_size=10**9, batch_interval=10**6,
+            buffer_size=10**7, shutdown_timeout=0,
+        )
+    )
+    app = make_app()
+    app.add_middleware(MaltiMiddleware, telemetry_system=ours_system)
+    variants.append(Variant("malti_sdk (ours)", app, *drained_counter(ours_system.batch_sender.buffer.rows)))
+
+    # malti-telemetry 1.0.4
+    try:
+        os.environ.update(MALTI_API_KEY="bench", MALTI_URL="http://127.0.0.1:9", MALTI_BATCH_INTERVAL="1000000")
+        root_handlers = list(logging.getLogger().handlers)
+        import malti_telemetry
+        from malti_telemetry import get_telemetry_system as original_system
+
+        logging.getLogger().handlers[:] = root_handlers  # undo its logging.basicConfig
+        logging.getLogger("malti_telemetry").setLevel(logging.WARNING)
+        app = make_app()
+        app.add_middleware(malti_telemetry.MaltiMiddleware)
+        system = original_system()
+        variants.append(Variant("malti-telemetry 1.0.4", app, *drained_counter(system.batch_sender.buffer._buffer)))
+    except ImportError:
+        print("  (malti-telemetry not installed: skipped)")
+    finally:
+        for key in ("MALTI_API_KEY", "MALTI_URL", "MALTI_BATCH_INTERVAL"):
+            os.environ.pop(key, None)
+
+    # prometheus-fastapi-instrumentator
+    try:
+        from prometheus_client import CollectorRegistry
+        from prometheus_fastapi_instrumentator import Instrumentator
+
+        registry = CollectorRegistry()
+        app = make_app()
+        Instrumentator(registry=registry).instrument(app)
+
+        def pfi_count():
+            total = 0.0
+            for metric in registry.collect():
+                if metric.name == "http_requests":
+                    total += sum(s.value for s in metric.samples if s.name == "http_requests_total")
+            return int(total)
+
+        variants.append(Variant("prometheus-fastapi-instrumentator", app, pfi_count))
+    except ImportError:
+        print("  (prometheus-fastapi-instrumentator not installed: skipped)")
+
+    # starlette-exporter
+    try:
+        from prometheus_client import REGISTRY
+        from starlette_exporter import PrometheusMiddleware
+
+        app = make_app()
+        app.add_middleware(PrometheusMiddleware, app_name="bench", group_paths=True, prefix="bench_se")
+
+        def se_count():
+            total = 0.0
+            for metric in REGISTRY.collect():
+                if metric.name == "bench_se_requests":
+                    total += sum(s.value for s in metric.samples if s.name == "bench_se_requests_total")
+            return int(total)
+
+        variants.append(Variant("starlette-exporter", app, se_count))
+    except ImportError:
+        print("  (starlette-exporter not installed: skipped)")
+
+    # OpenTelemetry ASGI
+    try:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+        class CountingExporter(SpanExporter):
+            count = 0
+
+            def export(self, spans):
+                type(self).count += sum(1 for s in spans if s.kind.name == "SERVER")
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        processor = BatchSpanProcessor(CountingExporter(), max_queue_size=100_000, schedule_delay_millis=200)
+        provider.add_span_processor(processor)
+        app = make_app()
+        app.add_middleware(OpenTelemetryMiddleware, tracer_provider=provider)
+
+        def otel_count():
+            processor.force_flush()
+            return CountingExporter.count
+
+        variants.append(Variant("opentelemetry asgi", app, otel_count))
+    except ImportError:
+        print("  (opentelemetry-instrumentation-asgi not installed: skipped)")
+    return variants
+
+
+def part_inprocess() -> dict:
+    print(f"\n== in-process: minimal Starlette app, raw ASGI calls, {ROUNDS} rounds x {REQUESTS_PER_ROUND} requests")
+    variants = build_variants()
+
+    async def main():
+        for variant in variants:  # warm up (route index, caches, imports)
+            await run_requests(variant.app, 500)
+            variant.expected += 500
+        for round_no in range(ROUNDS):
+            order = variants if round_no % 2 == 0 else list(reversed(variants))
+            for variant in order:
+                variant.reset()  # buffering tools start each round empty
+                gc.collect()
+                variant.times.append(await run_requests(variant.app, REQUESTS_PER_ROUND, round_no * REQUESTS_PER_ROUND))
+                variant.expected += REQUESTS_PER_ROUND
+        for variant in variants:
+            variant.got = variant.recorded()
+            variant.reset()
+
+    asyncio.run(main())
+    bare = variants[0]
+    per_request = {v.name: statistics.median(v.times) / REQUESTS_PER_ROUND * 1e6 for v in variants}
+    best = {v.name: min(v.times) / REQUESTS_PER_ROUND * 1e6 for v in variants}
+    base = per_request[bare.name]
+    print(f"  {'variant':36} {'µs/req':>8} {'best':>8} {'overhead':>9}  recorded")
+    overhead = {}
+    for v in variants:
+        ov = per_request[v.name] - base
+        overhead[v.name] = ov
+        check = "-" if v is bare else ("ok" if v.got == v.expected else f"MISMATCH {v.got}/{v.expected}")
+        print(f"  {v.name:36} {per_request[v.name]:8.2f} {best[v.name]:8.2f} {ov:+9.2f}  {check}")
+    ours = overhead.get("malti_sdk (ours)")
+    if ours is not None:
+        print("  our overhead as a fraction of each peer's:")
+        for v in variants[2:]:
+            peer = overhead[v.name]
+            ratio = ours / peer if peer > 0 else float("nan")
+            print(f"    vs {v.name:34} {ratio:6.1%}   ({ours:.2f} µs vs {peer:.2f} µs)")
+    return overhead
+
+
+# ------------------------------------------------------------------ uvicorn parts
+
+STUB_INGEST = textwrap.dedent(
+    """
+    import json
+    count = 0
+    async def app(scope, receive, send):
+        global count
+        if scope["type"] == "lifespan":
+            while True:
+                m = await receive()
+                if m["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"}); return
+        body = b""
+        while True:
+            m = await receive()
+            body += m.get("body", b"")
+            if not m.get("more_body"):
+                break
+        if scope["path"] == "/count":
+            out = str(count).encode()
+        else:
+            import gzip as g
+            if (dict(scope["headers"]).get(b"content-encoding") == b"gzip"):
+                body = g.decompress(body)
+            n = len(json.loads(body)["requests"])
+            count += n
+            out = json.dumps({"message": "ok", "count": n, "service": "bench"}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": out})
+    """
+)
+
+APP_MODULE = textwrap.dedent(
+    """
+    import os, logging
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def user(request):
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/users/{user_id}", user)])
+    variant = os.environ["BENCH_VARIANT"]
+    if variant == "ours":
+        from malti_sdk import MaltiMiddleware
+        app.add_middleware(MaltiMiddleware)
+    elif variant == "original":
+        import malti_telemetry
+        logging.getLogger().setLevel(logging.WARNING)
+        app.add_middleware(malti_telemetry.MaltiMiddleware)
+    """
+)
+
+LEAN_CLIENT = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    port, seconds, inflight = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+    async def worker(stop_at, counts, idx):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        n = 0
+        while time.perf_counter() < stop_at:
+            path = f"/users/{n % 1000}"
+            writer.write(f"GET {path} HTTP/1.1\\r\\nhost: x\\r\\nx-consumer-id: bench\\r\\n\\r\\n".encode())
+            head = await reader.readuntil(b"\\r\\n\\r\\n")
+            length = 0
+            for line in head.split(b"\\r\\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            n += 1
+        counts[idx] = n
+        writer.close()
+    async def main():
+        counts = [0] * inflight
+        stop_at = time.perf_counter() + seconds
+        await asyncio.gather(*(worker(stop_at, counts, i) for i in range(inflight)))
+        print(sum(counts) / seconds)
+    asyncio.run(main())
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def start_uvicorn(workdir: str, module: str, port: int, env: dict) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", f"{module}:app", "--port", str(port), "--log-level", "warning",
+         "--no-access-log", "--loop", "asyncio", "--http", "h11"],
+        cwd=workdir, env={**os.environ, **env, "PYTHONPATH": f"{workdir}:{ROOT}"},
+    )
+    wait_port(port)
+    return proc
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def part_uvicorn(seconds: float = 5.0, rounds: int = 3) -> None:
+    print(f"\n== end to end under uvicorn (h11, 8 in flight, lean keep-alive client, {rounds} rounds x {seconds:.0f} s)")
+    with tempfile.TemporaryDirectory() as workdir:
+        Path(workdir, "bench_app.py").write_text(APP_MODULE)
+        Path(workdir, "stub_ingest.py").write_text(STUB_INGEST)
+        stub_port = free_port()
+        stub = start_uvicorn(workdir, "stub_ingest", stub_port, {})
+        try:
+            env_common = {
+                "MALTI_API_KEY": "bench", "MALTI_URL": f"http://127.0.0.1:{stub_port}", "MALTI_SERVICE_NAME": "bench",
+            }
+            variants = ["bare", "ours"]
+            try:
+                import malti_telemetry  # noqa: F401
+
+                variants.append("original")
+            except ImportError:
+                pass
+            results: dict[str, list[float]] = {v: [] for v in variants}
+            for round_no in range(rounds):
+                for variant in (variants if round_no % 2 == 0 else variants[::-1]):
+                    port = free_port()
+                    proc = start_uvicorn(workdir, "bench_app", port, {**env_common, "BENCH_VARIANT": variant})
+                    try:
+                        subprocess.run([sys.executable, "-c", LEAN_CLIENT, str(port), "1", "8"], check=True,
+                                       capture_output=True)  # warm-up
+                        out = subprocess.run([sys.executable, "-c", LEAN_CLIENT, str(port), str(seconds), "8"],
+                                             check=True, capture_output=True, text=True)
+                        results[variant].append(float(out.stdout.strip()))
+                    finally:
+                        stop_process(proc)
+            bare = statistics.median(results["bare"])
+            for variant in variants:
+                rps = statistics.median(results[variant])
+                print(f"  {variant:10} {rps:9.0f} req/s   ratio to bare {rps / bare:5.3f}   rounds: "
+                      + ", ".join(f"{x:.0f}" for x in results[variant]))
+            import urllib.request
+
+            delivered = urllib.request.urlopen(f"http://127.0.0.1:{stub_port}/count").read().decode()
+            print(f"  records received by the stub ingest server: {delivered}")
+        finally:
+            stop_process(stub)
+
+
+def part_stall(records: int = 20_000) -> None:
+    print(f"\n== event-loop stall while {records} buffered records are sent (1 ms ticker, longest gap)")
+    with tempfile.TemporaryDirectory() as workdir:
+        Path(workdir, "stub_ingest.py").write_text(STUB_INGEST)
+        stub_port = free_port()
+        stub = start_uvicorn(workdir, "stub_ingest", stub_port, {})
+        try:
+            url = f"http://127.0.0.1:{stub_port}"
+
+            async def ticker(stop: asyncio.Event, gaps: list[float]):
+                last = time.perf_counter()
+                while not stop.is_set():
+                    await asyncio.sleep(0.001)
+                    now = time.perf_counter()
+                    gaps.append(now - last)
+                    last = now
+
+            async def ours():
+                from malti_sdk import TelemetryConfig, TelemetrySystem
+
+                system = TelemetrySystem(TelemetryConfig(api_key="bench", malti_url=url, service_name="bench"))
+                for i in range(records):
+                    system.record_request("GET", "/users/{user_id}", 200, 0.5 + i % 7, f"consumer-{i % 50}")
+                stop, gaps = asyncio.Event(), []
+                tick = asyncio.create_task(ticker(stop, gaps))
+                await asyncio.sleep(0.05)
+                start = time.perf_counter()
+                while system.get_stats()["total_sent"] < records and time.perf_counter() - start < 60:
+                    await asyncio.sleep(0.005)
+                took = time.perf_counter() - start
+                stop.set()
+                await tick
+                await system.stop()
+                return max(gaps) * 1000, took, system.get_stats()["total_sent"]
+
+            async def original():
+                os.environ.update(MALTI_API_KEY="bench", MALTI_URL=url, MALTI_BATCH_INTERVAL="1000000")
+                import malti_telemetry.core as core
+
+                logging.getLogger().setLevel(logging.WARNING)
+                system = core.TelemetrySystem()
+                system.batch_sender.buffer = core.TelemetryBuffer(max_size=records + 1)
+                system.batch_sender.overflow_threshold = records + 1
+                for i in range(records):
+                    system.record_request("GET", "/users/{user_id}", 200, 1, f"consumer-{i % 50}")
+                await system.start()
+                stop, gaps = asyncio.Event(), []
+                tick = asyncio.create_task(ticker(stop, gaps))
+                await asyncio.sleep(0.05)
+                start = time.perf_counter()
+                await system.stop()  # sends everything buffered, on the loop
+                took = time.perf_counter() - start
+                stop.set()
+                await tick
+                return max(gaps) * 1000, took, system.get_stats()["total_sent"]
+
+            gap, took, sent = asyncio.run(ours())
+            print(f"  malti_sdk (ours)       longest gap {gap:6.2f} ms   ({sent} records sent in {took:.2f} s)")
+            try:
+                gap, took, sent = asyncio.run(original())
+                print(f"  malti-telemetry 1.0.4  longest gap {gap:6.2f} ms   ({sent} records sent in {took:.2f} s)")
+            except ImportError:
+                pass
+        finally:
+            stop_process(stub)
+
+
+def part_memory(records: int = 100_000) -> None:
+    import tracemalloc
+
+    from malti_sdk import MaltiMiddleware, TelemetryConfig, TelemetrySystem
+
+    print(f"\n== memory per buffered record ({records} records made by requests, tracemalloc)")
+    system = TelemetrySystem(
+        TelemetryConfig(api_key="bench", malti_url="http://127.0.0.1:9", batch_size=10**9, batch_interval=10**6,
+                        buffer_size=10**7, shutdown_timeout=0)
+    )
+    app = make_app()
+    app.add_middleware(MaltiMiddleware, telemetry_system=system)
+
+    async def main():
+        await run_requests(app, 100)  # warm caches
+        system.batch_sender.buffer.rows.clear()
+        scopes = [scope_for(i) for i in range(records)]
+        for scope in scopes:  # distinct consumer header objects, as from a real server
+            scope["headers"][3] = (b"x-consumer-id", f"consumer-{len(scope['path']) % 7}".encode())
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for scope in scopes:
+            await app(scope, _receive, _send)
+        del scopes
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        n = len(system.batch_sender.buffer.rows)
+        print(f"  {(after - before) / n:.0f} bytes per buffered record ({n} buffered); "
+              f"default buffer of {TelemetryConfig().buffer_size} records ≈ "
+              f"{(after - before) / n * TelemetryConfig().buffer_size / 1e6:.0f} MB when full")
+
+    asyncio.run(main())
+    system.batch_sender.buffer.rows.clear()
+
+
+PARTS = {"inprocess": part_inprocess, "uvicorn": part_uvicorn, "stall": part_stall, "memory": part_memory}
+
+
+if __name__ == "__main__":
+    chosen = sys.argv[1:] or list(PARTS)
+    for name in chosen:
+        PARTS[name]()

@@ -1,0 +1,114 @@
+"""The bounded buffer between request handling and the sender.
+
+A ``collections.deque`` whose appends and pops are atomic under the GIL, so any
+thread or event loop may add records without a lock. It never drops silently: when
+full, a new record is refused and counted under ``dropped["overflow"]``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any
+
+from ._records import Row, TelemetryRecord
+
+
+#: drop reasons of records that never entered the buffer (they still count as added).
+REFUSED_BEFORE_BUFFERING = ("overflow", "invalid")
+
+
+class TelemetryBuffer:
+    """Thread-safe bounded buffer of telemetry records (the original package's name and methods)."""
+
+    def __init__(self, max_size: int = 100_000) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be >= 1")
+        self.rows: deque[Row] = deque()
+        self.capacity = max_size
+        self._lock = threading.Lock()  # only for the rare counters; appends need none
+        self.taken = 0  # rows handed to the sender so far (only the sender takes)
+        self.total_sent = 0
+        self.dropped: dict[str, int] = {}
+
+    # -- request side ---------------------------------------------------------
+    def offer(self, row: Row) -> bool:
+        """Add a row; False (and counted as overflow) when the buffer is full."""
+        rows = self.rows
+        if len(rows) < self.capacity:
+            rows.append(row)
+            return True
+        self.count_dropped("overflow", 1)
+        return False
+
+    def add(self, record: TelemetryRecord | Row) -> None:
+        """Add a record (a :class:`TelemetryRecord` or a buffered row)."""
+        self.offer(record.to_row() if isinstance(record, TelemetryRecord) else tuple(record))
+
+    # -- sender side ----------------------------------------------------------
+    def take(self, count: int) -> list[Row]:
+        """Remove and return up to ``count`` of the oldest rows."""
+        rows = self.rows
+        popleft = rows.popleft
+        batch = []
+        append = batch.append
+        for _ in range(min(count, len(rows))):
+            try:
+                append(popleft())
+            except IndexError:  # another consumer emptied it meanwhile
+                break
+        self.taken += len(batch)
+        return batch
+
+    def put_back(self, batch: list[Row]) -> None:
+        """Return rows to the front, oldest first (used when a stopped sender hands over)."""
+        self.rows.extendleft(reversed(batch))
+        self.taken -= len(batch)
+
+    def count_dropped(self, reason: str, count: int) -> None:
+        if count <= 0:
+            return
+        with self._lock:
+            self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+    def count_sent(self, count: int) -> None:
+        with self._lock:
+            self.total_sent += count
+
+    # -- the original package's interface -------------------------------------
+    def get_batch(self, batch_size: int) -> list[TelemetryRecord]:
+        """Remove and return up to ``batch_size`` records (service/node left empty)."""
+        return [TelemetryRecord.from_row(row, "", None) for row in self.take(batch_size)]
+
+    def size(self) -> int:
+        return len(self.rows)
+
+    def is_empty(self) -> bool:
+        return not self.rows
+
+    @property
+    def maxlen(self) -> int:
+        return self.capacity
+
+    def update_stats(self, sent: int = 0, failed: int = 0) -> None:
+        if sent:
+            self.count_sent(sent)
+        if failed:
+            self.count_dropped("failed", failed)
+
+    def get_stats(self) -> dict[str, Any]:
+        with self._lock:
+            dropped = dict(self.dropped)
+            sent = self.total_sent
+        size = len(self.rows)
+        refused = sum(dropped.get(reason, 0) for reason in REFUSED_BEFORE_BUFFERING)
+        failed = sum(dropped.values())
+        return {
+            "total_added": self.taken + size + refused,
+            "total_sent": sent,
+            "total_failed": failed,
+            "current_size": size,
+            "max_size": self.capacity,
+            "total_dropped": failed,
+            "dropped": dropped,
+        }

@@ -1,0 +1,184 @@
+"""Telemetry records: the public dataclass, the compact form kept in the buffer, and JSON encoding.
+
+On the request path a record is a plain tuple (:data:`Row`): building it costs one
+allocation. Everything else (ISO timestamps, JSON escaping, gzip) happens when a batch
+is encoded, in chunks that each take well under a millisecond, so the event loop
+keeps serving requests while a large backlog is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Sequence
+
+# A buffered record: (method, endpoint, status, response_time_ms, consumer, context, created_unix).
+# consumer may be str or the raw header bytes (decoded at encoding time, off the request path).
+Row = tuple
+
+#: records encoded between two yields to the event loop (each chunk: a few hundred µs).
+CHUNK = 200
+#: bodies smaller than this are sent uncompressed (gzip would not pay for itself).
+GZIP_MIN_BYTES = 1024
+
+
+@dataclass
+class TelemetryRecord:
+    """One HTTP request as sent to the Malti server (the original package's record type)."""
+
+    service: str
+    method: str
+    endpoint: str
+    status: int
+    response_time: float
+    consumer: str
+    node: str | None = None
+    context: str | None = None
+    created_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as the ingest API expects it (``created_at`` as ISO 8601)."""
+        data = asdict(self)
+        created = data["created_at"]
+        if created is None:
+            data["created_at"] = datetime.now(timezone.utc).isoformat()
+        elif isinstance(created, datetime):
+            data["created_at"] = created.isoformat()
+        return data
+
+    def to_row(self) -> Row:
+        """The compact buffered form of this record."""
+        created = self.created_at
+        if created is None:
+            stamp = time.time()
+        else:
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=timezone.utc)
+            stamp = created.timestamp()
+        return (self.method, self.endpoint, self.status, float(self.response_time), self.consumer, self.context, stamp)
+
+    @classmethod
+    def from_row(cls, row: Row, service: str, node: str | None) -> "TelemetryRecord":
+        method, endpoint, status, response_time, consumer, context, stamp = row
+        if isinstance(consumer, bytes):
+            consumer = consumer.decode("latin-1")
+        return cls(
+            service=service,
+            method=method,
+            endpoint=endpoint,
+            status=status,
+            response_time=response_time,
+            consumer=consumer,
+            node=node,
+            context=context,
+            created_at=datetime.fromtimestamp(stamp, timezone.utc),
+        )
+
+
+class _JsonStrings:
+    """JSON-encoded text, memoised: endpoints, methods and consumers repeat a lot."""
+
+    __slots__ = ("_cache", "_limit")
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self._cache: dict[Any, str] = {}
+        self._limit = limit
+
+    def __call__(self, value: Any) -> str:
+        cache = self._cache
+        encoded = cache.get(value)
+        if encoded is None:
+            if value is None:
+                return "null"
+            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            encoded = json.dumps(text)
+            if len(cache) >= self._limit:
+                cache.clear()  # bounded: high-cardinality consumers must not grow memory
+            cache[value] = encoded
+        return encoded
+
+
+class _Timestamps:
+    """``created_at`` text in UTC with microseconds; the per-second prefix is memoised."""
+
+    __slots__ = ("_second", "_prefix")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, stamp: float) -> str:
+        second = int(stamp)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        micros = int((stamp - second) * 1_000_000)
+        if micros > 999_999:
+            micros = 999_999
+        return f"{self._prefix}.{micros:06d}Z"
+
+
+class RecordEncoder:
+    """Turns buffered rows into ingest request bodies."""
+
+    def __init__(self) -> None:
+        self._strings = _JsonStrings()
+        self._stamps = _Timestamps()
+
+    def encode_rows(self, rows: Iterable[Row], service: str, node: str | None) -> str:
+        """Comma-joined JSON objects for ``rows`` (no surrounding brackets)."""
+        js = self._strings
+        stamp = self._stamps
+        head = '{"service":%s,"node":%s,"method":' % (js(service), js(node))
+        parts = []
+        append = parts.append
+        for method, endpoint, status, response_time, consumer, context, created in rows:
+            append(
+                '%s%s,"endpoint":%s,"status":%d,"response_time":%.3f,"consumer":%s,"context":%s,"created_at":"%s"}'
+                % (head, js(method), js(endpoint), status, response_time, js(consumer), js(context), stamp(created))
+            )
+        return ",".join(parts)
+
+    def encode_body(self, rows: Sequence[Row], service: str, node: str | None) -> bytes:
+        """The complete JSON body ``{"requests": [...]}``, in one go (for small batches and tests)."""
+        return ('{"requests":[' + self.encode_rows(rows, service, node) + "]}").encode()
+
+    async def encode_body_async(
+        self, rows: Sequence[Row], service: str, node: str | None, gzip: bool
+    ) -> tuple[bytes, bool]:
+        """The body, encoded (and gzipped) chunk by chunk, yielding to the loop in between.
+
+        Returns ``(body, gzipped)``.
+        """
+        if len(rows) <= CHUNK:
+            body = self.encode_body(rows, service, node)
+            if gzip and len(body) >= GZIP_MIN_BYTES:
+                return _gzip_once(body), True
+            return body, False
+        compressor = zlib.compressobj(1, zlib.DEFLATED, 31) if gzip else None
+        pieces: list[bytes] = []
+        opening = b'{"requests":['
+        pieces.append(compressor.compress(opening) if compressor else opening)
+        for start in range(0, len(rows), CHUNK):
+            text = self.encode_rows(rows[start : start + CHUNK], service, node)
+            if start:
+                text = "," + text
+            data = text.encode()
+            pieces.append(compressor.compress(data) if compressor else data)
+            await asyncio.sleep(0)
+        closing = b"]}"
+        if compressor:
+            pieces.append(compressor.compress(closing))
+            pieces.append(compressor.flush())
+        else:
+            pieces.append(closing)
+        return b"".join(pieces), compressor is not None
+
+
+def _gzip_once(body: bytes) -> bytes:
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
+    return compressor.compress(body) + compressor.flush()

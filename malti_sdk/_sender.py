@@ -1,0 +1,467 @@
+"""The sender: ships buffered records to ``POST {MALTI_URL}/api/v1/ingest`` in batches.
+
+One background coroutine, on the app's event loop when it is started from one
+(lifespan, first request), else on a daemon thread with its own loop. It wakes a few
+times a second and sends every full batch, and whatever is buffered once
+``batch_interval`` has passed.
+
+Delivery rules:
+
+* every batch gets one ``Idempotency-Key``, kept across all its retries, so a batch
+  the server stored but whose answer was lost is not stored twice;
+* connection errors, timeouts, 408, 429 and 5xx are retried with exponential backoff
+  and jitter (``Retry-After`` honoured), as long as the sender runs: a server that is
+  down for minutes loses nothing while the buffer has room;
+* 413 splits the batch in halves; any other 4xx drops the batch, counted by reason
+  (``dropped["http_422"]``...);
+* stopping delivers what is left within ``shutdown_timeout`` seconds and counts the
+  rest as ``dropped["shutdown"]``.
+
+Encoding happens in chunks between which the loop serves requests (see
+:mod:`._records`), so a 20,000-record backlog never stalls the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from ._buffer import TelemetryBuffer
+from ._config import TelemetryConfig
+from ._records import RecordEncoder, Row, TelemetryRecord
+
+logger = logging.getLogger("malti_sdk")
+
+_TICK = 0.2  # seconds between looks at the buffer
+_MIN_RETRY_DELAY = 0.05
+_MAX_RETRY_AFTER = 300.0
+_RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+class _Batch:
+    """Rows on their way to the server, with the key that makes their retries idempotent."""
+
+    __slots__ = ("rows", "key", "attempts", "body", "gzipped", "retry_at")
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self.key = uuid.uuid4().hex
+        self.attempts = 0
+        self.body: bytes | None = None
+        self.gzipped = False
+        self.retry_at = 0.0
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+
+
+class BatchSender:
+    """Batches buffered records and delivers them (the original package's name and interface)."""
+
+    def __init__(self, config: TelemetryConfig | None = None) -> None:
+        self.config = config if config is not None else TelemetryConfig.from_env()
+        self.buffer = TelemetryBuffer(max_size=self.config.buffer_size)
+        self._encoder = RecordEncoder()
+        self._pending: list[_Batch] = []  # taken from the buffer, not yet delivered (oldest first)
+        self._running = False
+        self._stopping = False
+        self._generation = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._thread: threading.Thread | None = None
+        self._wake: asyncio.Event | None = None
+        self._run_loop: asyncio.AbstractEventLoop | None = None  # the loop the sender coroutine runs on
+        self._run_thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self._start_lock = threading.Lock()
+        self._last_flush = time.monotonic()
+        self._hooks_installed = False
+        self._warned: set[str] = set()
+        if not self.config.api_key:
+            logger.warning("Malti: MALTI_API_KEY not set - telemetry will not be sent")
+
+    # ----------------------------------------------------------- configuration
+    # The original exposed its settings as attributes; keep them readable.
+    service_name = property(lambda self: self.config.service_name)
+    api_key = property(lambda self: self.config.api_key)
+    malti_url = property(lambda self: self.config.malti_url)
+    node = property(lambda self: self.config.node)
+    batch_size = property(lambda self: self.config.batch_size)
+    batch_interval = property(lambda self: self.config.batch_interval)
+    max_retries = property(lambda self: self.config.max_retries)
+    retry_delay = property(lambda self: self.config.retry_delay)
+    http_timeout = property(lambda self: self.config.http_timeout)
+    max_keepalive_connections = property(lambda self: self.config.max_keepalive_connections)
+    max_connections = property(lambda self: self.config.max_connections)
+    overflow_threshold_percent = property(lambda self: self.config.overflow_threshold_percent)
+    overflow_threshold = property(lambda self: self.config.overflow_threshold)
+    clean_mode = property(lambda self: self.config.clean_mode)
+    use_ip_as_consumer = property(lambda self: self.config.use_ip_as_consumer)
+    ip_anonymize = property(lambda self: self.config.ip_anonymize)
+    ingest_endpoint = property(lambda self: self.config.ingest_url)
+
+    @property
+    def running(self) -> bool:
+        """True while a sender coroutine is alive."""
+        return self._running
+
+    def has_api_key(self) -> bool:
+        return bool(self.config.api_key)
+
+    def should_ignore_status(self, status: int) -> bool:
+        """Clean mode ignores 401 and 404 (scanners, bots, expired sessions)."""
+        return self.config.clean_mode and status in (401, 404)
+
+    def add_record(self, record: TelemetryRecord | Row) -> None:
+        """Buffer a record and make sure a sender runs."""
+        self.buffer.add(record)
+        if not self._running:
+            self.start_soon()
+
+    # --------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Start sending from the current event loop (idempotent)."""
+        if self._running and self._alive():
+            return
+        self.start_soon()
+
+    def start_soon(self) -> None:
+        """Start the sender without awaiting: on the running loop, else on a daemon thread."""
+        if not self.config.api_key or (self._running and self._alive()):
+            return
+        with self._start_lock:
+            if self._running and self._alive():
+                return
+            self._install_hooks()
+            self._stopping = False
+            self._done.clear()
+            self._generation += 1
+            generation = self._generation
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            self._running = True
+            if loop is not None:
+                self._loop = loop
+                self._thread = None
+                self._task = loop.create_task(self._run(generation), name="malti-sender")
+            else:
+                self._loop = None
+                self._task = None
+                self._thread = threading.Thread(
+                    target=self._thread_main, args=(generation,), name="malti-sender", daemon=True
+                )
+                self._thread.start()
+
+    def _thread_main(self, generation: int) -> None:
+        try:
+            asyncio.run(self._run(generation))
+        except BaseException:  # never let a sender thread print a traceback into the app
+            logger.debug("Malti sender thread ended with an error", exc_info=True)
+
+    def _alive(self) -> bool:
+        if self._thread is not None:
+            return self._thread.is_alive()
+        loop = self._loop
+        return loop is not None and not loop.is_closed() and self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        """Deliver what is buffered (at most ``shutdown_timeout`` seconds) and stop."""
+        budget = self.config.shutdown_timeout + self.config.http_timeout + 1.0
+        if self._running and self._alive():
+            self._stopping = True
+            self._signal()
+            try:
+                current = asyncio.get_running_loop()
+            except RuntimeError:
+                current = None
+            if self._thread is not None:
+                await asyncio.to_thread(self._thread.join, budget)
+            elif self._loop is current and self._task is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._task), budget)
+                except (asyncio.TimeoutError, asyncio.CancelledError):
+                    pass
+            else:
+                await asyncio.to_thread(self._done.wait, budget)
+        elif self._pending or self.buffer.rows:
+            # The loop the sender ran on is gone: deliver from here.
+            self._stopping = True
+            self._generation += 1
+            await self._run(self._generation)
+        self._running = False
+
+    def _signal(self) -> None:
+        loop, wake = self._run_loop, self._wake
+        if wake is None or loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(wake.set)
+        except RuntimeError:  # the loop closed meanwhile
+            pass
+
+    def flush_at_exit(self) -> None:
+        """Interpreter exit: let a live sender finish, or deliver what is left on a fresh loop."""
+        try:
+            budget = self.config.shutdown_timeout + self.config.http_timeout + 1.0
+            if self._running and self._alive() and (self._thread is not None or self._loop_in_other_thread()):
+                self._stopping = True
+                self._signal()
+                self._done.wait(budget)
+            elif self._pending or self.buffer.rows:
+                self._stopping = True
+                self._generation += 1
+                asyncio.run(self._run(self._generation))
+        except BaseException:
+            logger.debug("Malti flush at exit failed", exc_info=True)
+
+    def _loop_in_other_thread(self) -> bool:
+        loop = self._run_loop
+        return loop is not None and loop.is_running() and self._run_thread is not threading.current_thread()
+
+    def _install_hooks(self) -> None:
+        if self._hooks_installed:
+            return
+        self._hooks_installed = True
+        atexit.register(self.flush_at_exit)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        # The parent keeps sending what it buffered; the child starts empty.
+        self.buffer.rows.clear()
+        self.buffer.taken = 0
+        self._pending = []
+        self._running = False
+        self._thread = None
+        self._task = None
+        self._loop = None
+        self._start_lock = threading.Lock()
+        self._done = threading.Event()
+
+    # ------------------------------------------------------------ the sender
+    async def _run(self, generation: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._run_loop = loop
+        self._run_thread = threading.current_thread()
+        config = self.config
+        client = httpx.AsyncClient(
+            timeout=config.http_timeout,
+            limits=httpx.Limits(
+                max_keepalive_connections=config.max_keepalive_connections,
+                max_connections=config.max_connections,
+            ),
+        )
+        graceful = False
+        try:
+            while not self._stopping:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), _TICK)
+                except asyncio.TimeoutError:
+                    pass
+                self._wake.clear()
+                if self._stopping:
+                    break
+                try:
+                    await self._pump(client)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bug here must not end delivery
+                    logger.exception("Malti sender error")
+                    await asyncio.sleep(1.0)
+            graceful = True
+        finally:
+            if graceful:
+                try:
+                    await self._drain(client)
+                except Exception:
+                    logger.exception("Malti final flush failed")
+            try:
+                await client.aclose()
+            except BaseException:
+                pass
+            if generation == self._generation:
+                self._running = False
+                self._done.set()
+
+    async def _pump(self, client: httpx.AsyncClient) -> None:
+        config = self.config
+        rows = self.buffer.rows
+        now = time.monotonic()
+        due = now - self._last_flush >= config.batch_interval
+        if due:
+            self._last_flush = now
+        if len(rows) >= config.overflow_threshold:
+            self._warn_once(
+                "overflow",
+                "Malti: buffer above %g%% of its %d records" % (config.overflow_threshold_percent, self.buffer.capacity),
+            )
+        while not self._stopping:
+            if not self._pending:
+                if rows and (due or len(rows) >= config.batch_size):
+                    self._pending.append(_Batch(self.buffer.take(config.batch_size)))
+                else:
+                    return
+            batch = self._pending[0]
+            if now < batch.retry_at:
+                return
+            if not await self._attempt(client, batch):
+                return
+            now = time.monotonic()
+
+    async def _attempt(self, client: httpx.AsyncClient, batch: _Batch, timeout: float | None = None) -> bool:
+        """One delivery attempt of the oldest pending batch.
+
+        True when the batch is settled (stored, or dropped and counted); False when it
+        stays pending with ``retry_at`` set.
+        """
+        config = self.config
+        if not config.api_key:
+            self._settle(batch, "no_api_key")
+            return True
+        if batch.body is None:
+            batch.body, batch.gzipped = await self._encoder.encode_body_async(
+                batch.rows, config.service_name, config.node, config.gzip
+            )
+        headers = {
+            "X-API-Key": config.api_key,
+            "Content-Type": "application/json",
+            "Idempotency-Key": batch.key,
+        }
+        if batch.gzipped:
+            headers["Content-Encoding"] = "gzip"
+        batch.attempts += 1
+        retry_after = None
+        try:
+            response = await client.post(
+                config.ingest_url,
+                content=batch.body,
+                headers=headers,
+                timeout=timeout if timeout is not None else config.http_timeout,
+            )
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            self._warn_once("url", f"Malti: cannot send to {config.ingest_url!r}: {exc}")
+            self._settle(batch, "invalid_url")
+            return True
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            status = response.status_code
+            if 200 <= status < 300:
+                self._settle(batch, None)
+                return True
+            if status in _RETRY_STATUSES or status >= 500:
+                reason = f"HTTP {status}"
+                retry_after = _retry_after_seconds(response.headers.get("retry-after"))
+            elif status == 413 and len(batch.rows) > 1:
+                # Too large for the server's limits: send it in halves (new keys: nothing was stored).
+                half = len(batch.rows) // 2
+                index = self._pending.index(batch)
+                self._pending[index : index + 1] = [_Batch(batch.rows[:half]), _Batch(batch.rows[half:])]
+                return True
+            else:
+                detail = response.text[:300]
+                self._warn_once(f"http_{status}", f"Malti: server refused a batch: HTTP {status} {detail}")
+                self._settle(batch, f"http_{status}")
+                return True
+        delay = self._backoff(batch.attempts, retry_after)
+        batch.retry_at = time.monotonic() + delay
+        if batch.attempts == config.max_retries + 1:
+            logger.warning(
+                "Malti: %d attempts failed (%s); records are kept and retried every <= %.0f s",
+                batch.attempts, reason, config.max_retry_delay,
+            )
+        else:
+            logger.debug("Malti: attempt %d failed (%s); retry in %.2f s", batch.attempts, reason, delay)
+        return False
+
+    def _backoff(self, attempts: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return max(_MIN_RETRY_DELAY, retry_after * random.uniform(1.0, 1.1))
+        config = self.config
+        base = config.retry_delay * (2 ** min(attempts - 1, 30))
+        base = min(base, config.max_retry_delay)
+        return max(_MIN_RETRY_DELAY, base * random.uniform(0.5, 1.0))
+
+    def _settle(self, batch: _Batch, dropped_reason: str | None) -> None:
+        try:
+            self._pending.remove(batch)
+        except ValueError:
+            pass
+        if dropped_reason is None:
+            self.buffer.count_sent(len(batch.rows))
+        else:
+            self.buffer.count_dropped(dropped_reason, len(batch.rows))
+
+    async def _drain(self, client: httpx.AsyncClient) -> None:
+        """Deliver everything within ``shutdown_timeout``; count the rest as dropped."""
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        size = self.config.batch_size
+        while True:
+            if not self._pending:
+                if not self.buffer.rows:
+                    break
+                self._pending.append(_Batch(self.buffer.take(size)))
+            batch = self._pending[0]
+            now = time.monotonic()
+            remaining = deadline - now
+            if remaining <= 0:
+                break
+            if batch.retry_at > now:
+                wait = min(batch.retry_at - now, remaining, 1.0)
+                await asyncio.sleep(wait)
+                batch.retry_at = min(batch.retry_at, time.monotonic())
+                continue
+            ok = await self._attempt(client, batch, timeout=max(0.05, min(self.config.http_timeout, remaining)))
+            if not ok:
+                # shorter backoff while shutting down: the budget is what bounds us
+                batch.retry_at = min(batch.retry_at, time.monotonic() + 0.5)
+        left = sum(len(batch.rows) for batch in self._pending)
+        self._pending = []
+        left += len(self.buffer.take(len(self.buffer.rows)))
+        if left:
+            logger.warning("Malti: %d records not delivered before shutdown", left)
+            self.buffer.count_dropped("shutdown", left)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message)
+
+    # ------------------------------------------------------------------ stats
+    def get_stats(self) -> dict[str, Any]:
+        stats = self.buffer.get_stats()
+        stats.update(
+            in_flight=sum(len(batch.rows) for batch in list(self._pending)),
+            service_name=self.config.service_name,
+            node=self.config.node,
+            running=self._running,
+            malti_url=self.config.malti_url,
+            clean_mode=self.config.clean_mode,
+        )
+        return stats
