@@ -1,0 +1,220 @@
+"""Keys from the config file: reloaded without a restart, stored as digests if wished, kinds kept
+apart; failed attempts and /api/v1/auth/test rate limited per client address."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from malti_testing import SERVICE_KEYS, USER_KEYS, config_toml, record
+from server_test_helpers import unique, wait_until
+
+AUTH_TEST = "/api/v1/auth/test"
+RELOAD_TIMEOUT = 10  # generous; the server checks the file about once a second
+
+
+def write_config(path: Path, text: str) -> None:
+    """Replace the file atomically, as editors and deployment tools do."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def ingest_status(server, key: str, service: str = "auth-service") -> int:
+    r = httpx.post(server.url + "/api/v1/ingest", json={"requests": [record(service)]},
+                   headers={"X-API-Key": key}, timeout=30)
+    return r.status_code
+
+
+def auth_test(server, key: str | None) -> httpx.Response:
+    headers = {} if key is None else {"X-API-Key": key}
+    return httpx.get(server.url + AUTH_TEST, headers=headers, timeout=30)
+
+
+# --- reload without restart ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def reloading_server(start_server):
+    return start_server()
+
+
+def test_added_service_key_works_without_restart(reloading_server):
+    server = reloading_server
+    new_key = "added-service-key-0123456789"
+    assert ingest_status(server, new_key, "new-service") == 401
+    write_config(server.config_path, config_toml(services={**SERVICE_KEYS, "new-service": new_key}))
+    assert wait_until(lambda: ingest_status(server, new_key, "new-service") == 200, RELOAD_TIMEOUT)
+    assert ingest_status(server, SERVICE_KEYS["auth-service"]) == 200
+
+
+def test_rotated_service_key_old_401_new_200(reloading_server):
+    server = reloading_server
+    old, new = SERVICE_KEYS["auth-service"], "rotated-auth-service-key-0123"
+    assert ingest_status(server, old) == 200
+    write_config(server.config_path, config_toml(services={**SERVICE_KEYS, "auth-service": new}))
+    assert wait_until(lambda: ingest_status(server, new) == 200, RELOAD_TIMEOUT)
+    assert ingest_status(server, old) == 401
+
+
+def test_removed_service_key_is_401(reloading_server):
+    server = reloading_server
+    key = SERVICE_KEYS["payment-service"]
+    assert ingest_status(server, key, "payment-service") == 200
+    remaining = {k: v for k, v in SERVICE_KEYS.items() if k != "payment-service"}
+    write_config(server.config_path, config_toml(services=remaining))
+    assert wait_until(lambda: ingest_status(server, key, "payment-service") == 401, RELOAD_TIMEOUT)
+    assert ingest_status(server, SERVICE_KEYS["auth-service"]) == 200
+
+
+def test_rotated_user_key_takes_effect_without_restart(reloading_server):
+    server = reloading_server
+    old, new = USER_KEYS["viewer"], "rotated-viewer-key-0123456789"
+    assert auth_test(server, old).status_code == 200
+    write_config(server.config_path, config_toml(users={**USER_KEYS, "viewer": new}))
+    assert wait_until(lambda: auth_test(server, new).status_code == 200, RELOAD_TIMEOUT)
+    assert auth_test(server, old).status_code == 401
+
+
+def test_invalid_config_edit_is_ignored_and_old_keys_keep_working(reloading_server):
+    server = reloading_server
+    write_config(server.config_path, config_toml(limits={"bogus": 1}))
+    # The file is checked when a request needs the settings: keep asking until the log says it was refused.
+    assert wait_until(lambda: ingest_status(server, SERVICE_KEYS["auth-service"]) == 200
+                      and "limits.bogus" in server.log(), RELOAD_TIMEOUT), server.log()
+    assert ingest_status(server, SERVICE_KEYS["auth-service"]) == 200
+    assert auth_test(server, USER_KEYS["viewer"]).status_code == 200
+    # Broken TOML too.
+    write_config(server.config_path, "[services.auth-service\napi_key = ")
+    assert wait_until(lambda: ingest_status(server, SERVICE_KEYS["auth-service"]) == 200
+                      and "not valid TOML" in server.log(), RELOAD_TIMEOUT), server.log()
+    assert ingest_status(server, SERVICE_KEYS["auth-service"]) == 200
+    # A later valid edit is picked up again.
+    write_config(server.config_path, config_toml(services={"auth-service": "after-fix-key-0123456789"}))
+    assert wait_until(lambda: ingest_status(server, "after-fix-key-0123456789") == 200, RELOAD_TIMEOUT)
+
+
+def test_deleted_config_file_keeps_last_keys(reloading_server):
+    server = reloading_server
+    server.config_path.unlink()
+    for _ in range(3):
+        assert ingest_status(server, SERVICE_KEYS["auth-service"]) == 200
+    assert server.get("/health").status_code == 200
+
+
+# --- key forms and kinds -------------------------------------------------------------------------
+
+
+def test_api_key_sha256_works(start_server):
+    server = start_server(start=False)
+    service_key, user_key = "hashed-service-key-0123456789", "hashed-user-key-0123456789"
+    server.config_path.write_text(
+        "[services.auth-service]\n"
+        f'api_key_sha256 = "{hashlib.sha256(service_key.encode()).hexdigest()}"\n'
+        "[users.alice]\n"
+        f'api_key_sha256 = "{hashlib.sha256(user_key.encode()).hexdigest().upper()}"\n'
+    )
+    server.start()
+    assert ingest_status(server, service_key) == 200
+    r = auth_test(server, user_key)
+    assert r.status_code == 200, r.text
+    assert r.json()["user"]["name"] == "alice"
+    # The digest itself is not a key.
+    assert ingest_status(server, hashlib.sha256(service_key.encode()).hexdigest()) == 401
+
+
+def test_service_key_on_auth_test_is_403(malti_server):
+    for key in malti_server.service_keys.values():
+        r = auth_test(malti_server, key)
+        assert r.status_code == 403, r.text
+        assert r.json()["detail"]
+
+
+def test_user_key_on_ingest_is_403(malti_server):
+    for key in malti_server.user_keys.values():
+        assert ingest_status(malti_server, key) == 403
+
+
+def test_auth_test_missing_or_unknown_key_is_401(malti_server):
+    for key in (None, "", "invalid-key-12345"):
+        r = auth_test(malti_server, key)
+        assert r.status_code == 401, (key, r.text)
+
+
+def test_auth_test_returns_user_and_thresholds(malti_server):
+    r = auth_test(malti_server, malti_server.user_keys["viewer"])
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["authenticated"] is True
+    assert data["user"] == {"name": "viewer", "type": "user", "services": None}
+    assert data["thresholds"] == {"error_rate_success_threshold": 0.5, "error_rate_warning_threshold": 1.0,
+                                  "latency_success_threshold": 300, "latency_warning_threshold": 800}
+
+
+def test_auth_test_shows_user_service_restriction(malti_server):
+    r = auth_test(malti_server, malti_server.user_keys["restricted"])
+    assert r.status_code == 200, r.text
+    assert r.json()["user"] == {"name": "restricted", "type": "user", "services": ["auth-service"]}
+
+
+def test_auth_test_returns_configured_thresholds(start_server):
+    thresholds = {"error_rate_success_threshold": 2.0, "error_rate_warning_threshold": 5.5,
+                  "latency_success_threshold": 150, "latency_warning_threshold": 1200}
+    server = start_server(thresholds=thresholds)
+    r = auth_test(server, USER_KEYS["viewer"])
+    assert r.status_code == 200, r.text
+    assert r.json()["thresholds"] == thresholds
+
+
+# --- rate limits per client address -------------------------------------------------------------
+
+
+def test_auth_failures_are_rate_limited_per_ip(start_server):
+    server = start_server(limits={"auth_failure_rate": "3/minute"})
+    for i in range(3):
+        assert ingest_status(server, f"wrong-key-{i}") == 401
+    r = httpx.post(server.url + "/api/v1/ingest", json={"requests": [record()]},
+                   headers={"X-API-Key": "wrong-key-again"}, timeout=30)
+    assert r.status_code == 429, r.text
+    assert int(r.headers["Retry-After"]) >= 1
+    assert auth_test(server, "yet-another-wrong-key").status_code == 429
+
+
+def test_missing_keys_count_as_auth_failures(start_server):
+    server = start_server(limits={"auth_failure_rate": "2/minute"})
+    assert auth_test(server, None).status_code == 401
+    assert auth_test(server, None).status_code == 401
+    r = auth_test(server, None)
+    assert r.status_code == 429
+    assert "Retry-After" in r.headers
+
+
+def test_successful_auth_does_not_count_as_failure(start_server):
+    server = start_server(limits={"auth_failure_rate": "2/minute"})
+    for _ in range(5):
+        assert ingest_status(server, SERVICE_KEYS["auth-service"]) == 200
+    assert ingest_status(server, "wrong-key") == 401
+
+
+def test_auth_test_is_limited_per_ip(start_server):
+    server = start_server(limits={"auth_test_rate": "3/minute"})
+    for _ in range(3):
+        assert auth_test(server, USER_KEYS["viewer"]).status_code == 200
+    r = auth_test(server, USER_KEYS["restricted"])
+    assert r.status_code == 429, r.text
+    assert int(r.headers["Retry-After"]) >= 1
+    # Only the auth test endpoint is limited: ingest still works from the same address.
+    assert ingest_status(server, SERVICE_KEYS["auth-service"]) == 200
+
+
+def test_auth_test_default_limit_is_10_per_minute(start_server):
+    # The original Malti's limit: the 11th request within a minute is refused.
+    from malti_testing import TEST_LIMITS
+
+    server = start_server(limits={**TEST_LIMITS, "auth_test_rate": "10/minute"})
+    codes = [auth_test(server, USER_KEYS["viewer"]).status_code for _ in range(11)]
+    assert codes == [200] * 10 + [429]
