@@ -502,9 +502,10 @@ class ClientDataSource:
         except Exception:  # closing must never take the UI down
             pass
 
-    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, call: Any, /, **kwargs: Any) -> Any:
+        # ``call`` is positional-only: ``method`` is also a filter name in kwargs.
         try:
-            return await method(*args, **kwargs)
+            return await call(**kwargs)
         except DataError:
             raise
         except Exception as error:  # every client failure becomes a DataError with a clear message

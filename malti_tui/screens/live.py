@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.worker import Worker
+from textual.worker import Worker, WorkerState
 
 from ..config import LOG_LIMIT, RETRY_SECONDS
 from ..data import AuthFailed, Dashboard, DataError, DataSource, Query, RateLimited, Thresholds
@@ -114,6 +114,14 @@ class LiveScreen(Screen):
         if self.dashboard is not None:
             self.show_dashboard(self.dashboard)
             self.query_one(StatusIndicator).set_state(system_level(self.dashboard.summary, self.thresholds))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # A bug in showing data must not kill the app: say what failed, keep going.
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            self.query_one(RefreshState).show(loading=False)
+            self.query_one(Banner).show_message(f"Could not show the data: {type(error).__name__}: {error}")
+            self.log.error("worker failed", error)
 
     # ------------------------------------------------------------------ recent requests
 
