@@ -14,6 +14,7 @@ from time import perf_counter, time
 from typing import Any, Awaitable, Callable, MutableMapping
 
 from ._consumer import consumer_from_scope, context_from_scope
+from ._records import KNOWN_METHODS, normalize_method
 from ._routes import RouteResolver
 from ._telemetry import TelemetrySystem, get_telemetry_system
 
@@ -105,8 +106,11 @@ class MaltiMiddleware:
             if not 100 <= status <= 599:
                 buffer.count_dropped("invalid", 1)
                 return
+            method = KNOWN_METHODS.get(scope["method"])
+            if method is None:
+                method = normalize_method(scope["method"])
             row = (
-                scope["method"],
+                method,
                 self._routes.resolve(scope),
                 status,
                 (end - start) * 1000.0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -19,6 +20,25 @@ from typing import Any, Iterable, Sequence
 # A buffered record: (method, endpoint, status, response_time_ms, consumer, context, created_unix).
 # consumer may be str or the raw header bytes (decoded at encoding time, off the request path).
 Row = tuple
+
+_METHOD = re.compile(r"[A-Z][A-Z_-]{0,31}")  # what the Malti server accepts as an HTTP method
+KNOWN_METHODS = {m: m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT")}
+_METHOD_CACHE_LIMIT = 256
+#: recorded instead of a method the server would refuse (one such record would cost its whole batch)
+OTHER_METHOD = "OTHER"
+
+
+def normalize_method(method: str) -> str:
+    """The method as the server accepts it (upper case), or ``OTHER`` for anything else."""
+    known = KNOWN_METHODS.get(method)
+    if known is not None:
+        return known
+    text = method.upper() if isinstance(method, str) else ""
+    result = text if _METHOD.fullmatch(text) else OTHER_METHOD
+    if len(KNOWN_METHODS) < _METHOD_CACHE_LIMIT and isinstance(method, str):
+        KNOWN_METHODS[method] = result
+    return result
+
 
 #: records encoded between two yields to the event loop (each chunk: a few hundred µs).
 CHUNK = 200

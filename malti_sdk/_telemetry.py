@@ -17,7 +17,7 @@ from typing import Any
 
 from ._buffer import TelemetryBuffer
 from ._config import _ENV, TelemetryConfig
-from ._records import TelemetryRecord
+from ._records import TelemetryRecord, normalize_method
 from ._sender import BatchSender
 
 __all__ = [
@@ -89,7 +89,7 @@ class TelemetryCollector:
             return
         if not sender.config.api_key:
             return  # like the original: nothing is collected without a key
-        row = (method.upper(), endpoint, status, float(response_time), consumer or "anonymous", context, time.time())
+        row = (normalize_method(method), endpoint, status, float(response_time), consumer or "anonymous", context, time.time())
         sender.buffer.offer(row)
         if not sender._running or not sender._alive():
             sender.start_soon()

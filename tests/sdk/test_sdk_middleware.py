@@ -1,0 +1,224 @@
+"""MaltiMiddleware behaviour in process: statuses, errors, timing, consumers, context, pass-through."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+
+from malti_sdk import MaltiMiddleware, get_telemetry_system
+
+from sdk_support import call
+
+
+class Boom(Exception):
+    pass
+
+
+def rows(system):
+    return list(system.batch_sender.buffer.rows)
+
+
+@pytest.fixture
+def system(make_system):
+    return make_system(malti_url="http://127.0.0.1:9", batch_interval=3600, shutdown_timeout=0)
+
+
+def make_app(system, **kwargs):
+    async def ok(request):
+        return PlainTextResponse("ok")
+
+    async def status(request):
+        return Response(status_code=int(request.path_params["code"]))
+
+    async def boom(request):
+        raise Boom("kaput")
+
+    async def who(request):
+        if "consumer" in request.query_params:
+            request.state.malti_consumer = request.query_params["consumer"]
+        if "context" in request.query_params:
+            request.state.context = request.query_params["context"]
+        if "malti_context" in request.query_params:
+            request.state.malti_context = request.query_params["malti_context"]
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[
+        Route("/ok", ok), Route("/status/{code}", status), Route("/boom", boom), Route("/who", who),
+    ])
+    app.add_middleware(MaltiMiddleware, telemetry_system=system, **kwargs)
+    return app
+
+
+async def test_each_request_becomes_one_record(system):
+    app = make_app(system)
+    await call(app, "/ok", "/status/201", "/status/503")
+    assert [(r[0], r[1], r[2]) for r in rows(system)] == [
+        ("GET", "/ok", 200), ("GET", "/status/{code}", 201), ("GET", "/status/{code}", 503)]
+    method, endpoint, status, response_time, consumer, context, created = rows(system)[0]
+    assert isinstance(response_time, float) and response_time >= 0
+    assert consumer == "anonymous" and context is None
+
+
+async def test_exception_is_recorded_as_500_and_reraised_untouched(system):
+    app = make_app(system)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        with pytest.raises(Boom, match="kaput"):
+            await client.get("/boom")
+    assert [(r[1], r[2]) for r in rows(system)] == [("/boom", 500)]
+
+
+async def test_exception_in_a_raw_asgi_app_is_the_same_object(system):
+    error = Boom("same")
+
+    async def raw(scope, receive, send):
+        raise error
+
+    app = MaltiMiddleware(raw, telemetry_system=system)
+    with pytest.raises(Boom) as caught:
+        await app({"type": "http", "method": "GET", "path": "/", "headers": []}, None, None)
+    assert caught.value is error
+    assert rows(system)[0][2] == 500
+
+
+async def test_clean_mode_ignores_401_and_404(system):
+    app = make_app(system)
+    await call(app, "/status/401", "/status/404", "/nowhere", "/status/403")
+    assert [r[2] for r in rows(system)] == [403]
+
+
+async def test_without_clean_mode_401_and_404_are_recorded(make_system):
+    system = make_system(malti_url="http://127.0.0.1:9", batch_interval=3600, clean_mode=False, shutdown_timeout=0)
+    app = make_app(system)
+    await call(app, "/status/401", "/nowhere")
+    assert [(r[1], r[2]) for r in rows(system)] == [("/status/{code}", 401), ("<unmatched>", 404)]
+
+
+async def test_nothing_is_recorded_without_an_api_key(make_system):
+    system = make_system(api_key=None, malti_url="http://127.0.0.1:9")
+    app = make_app(system)
+    assert await call(app, "/ok") == [200]
+    assert rows(system) == [] and not system.get_stats()["running"]
+
+
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        ({"x-consumer-id": "a", "x-user-id": "b", "consumer-id": "c", "user-id": "d"}, "a"),
+        ({"user-id": "d", "consumer-id": "c", "x-user-id": "b"}, "b"),
+        ({"user-id": "d", "consumer-id": "c"}, "c"),
+        ({"user-id": "d"}, "d"),
+        ({}, "anonymous"),
+    ],
+)
+async def test_consumer_headers_in_priority_order(system, headers, expected):
+    await call(make_app(system), "/who", headers=headers)
+    assert _consumers(system) == [expected]
+
+
+async def test_request_state_consumer_wins_over_headers(system):
+    await call(make_app(system), "/who?consumer=billing", headers={"x-consumer-id": "header"})
+    assert _consumers(system) == ["billing"]
+
+
+async def test_context_from_request_state(system):
+    app = make_app(system)
+    await call(app, "/who?context=legacy", "/who?malti_context=beta", "/who")
+    assert [r[5] for r in rows(system)] == ["legacy", "beta", None]
+
+
+@pytest.mark.parametrize(
+    "anonymize, forwarded, expected",
+    [
+        (False, "203.0.113.7, 10.0.0.1", "203.0.113.7"),
+        (True, "203.0.113.7, 10.0.0.1", "203.0.113.xxx"),
+        (True, "2001:db8:85a3:8d3:1319:8a2e:370:7348", "2001:db8:85a3:8d3:xxxx:xxxx:xxxx:xxxx"),
+        (True, "not-an-ip, 10.0.0.1", "192.0.2.xxx"),  # invalid leftmost entry: the client address
+        (False, None, "192.0.2.10"),
+    ],
+)
+async def test_ip_as_consumer(make_system, anonymize, forwarded, expected):
+    system = make_system(malti_url="http://127.0.0.1:9", batch_interval=3600, use_ip_as_consumer=True,
+                         ip_anonymize=anonymize, shutdown_timeout=0)
+    app = make_app(system)
+    headers = {"x-forwarded-for": forwarded} if forwarded else {}
+    transport = httpx.ASGITransport(app=app, client=("192.0.2.10", 1234))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        await client.get("/who", headers=headers)
+    assert _consumers(system) == [expected]
+
+
+async def test_consumer_header_beats_ip(make_system):
+    system = make_system(malti_url="http://127.0.0.1:9", use_ip_as_consumer=True, batch_interval=3600)
+    await call(make_app(system), "/who", headers={"x-consumer-id": "app", "x-forwarded-for": "1.2.3.4"})
+    assert _consumers(system) == ["app"]
+
+
+async def test_response_time_runs_to_the_last_body_chunk_not_background_tasks(system):
+    async def slow_stream(request):
+        async def body():
+            yield b"a"
+            await asyncio.sleep(0.05)
+            yield b"b"
+
+        return StreamingResponse(body(), background=BackgroundTask(asyncio.sleep, 0.5))
+
+    app = Starlette(routes=[Route("/stream", slow_stream)])
+    app.add_middleware(MaltiMiddleware, telemetry_system=system)
+    await call(app, "/stream")
+    response_time = rows(system)[0][3]
+    assert 50.0 <= response_time < 500.0
+
+
+async def test_websockets_pass_through(system):
+    async def echo(websocket):
+        await websocket.accept()
+        await websocket.send_text(await websocket.receive_text())
+        await websocket.close()
+
+    app = Starlette(routes=[WebSocketRoute("/ws", echo)])
+    app.add_middleware(MaltiMiddleware, telemetry_system=system)
+    inbox = [{"type": "websocket.connect"}, {"type": "websocket.receive", "text": "hi"}]
+    sent = []
+
+    async def receive():
+        return inbox.pop(0) if inbox else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/ws", "raw_path": b"/ws", "root_path": "", "headers": [],
+             "query_string": b"", "scheme": "ws", "server": ("t", 80), "subprotocols": []}
+    await app(scope, receive, send)
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.close"]
+    assert sent[1]["text"] == "hi"
+    assert rows(system) == []
+
+
+async def test_weird_methods_are_recorded_as_other(system):
+    app = make_app(system)
+    await call(app, "/ok", method="m1!")
+    assert rows(system)[0][0] == "OTHER"
+
+
+async def test_recording_failure_never_reaches_the_app(system, monkeypatch):
+    app = make_app(system)
+    monkeypatch.setattr("malti_sdk._middleware.consumer_from_scope", lambda *a: 1 / 0)
+    assert await call(app, "/ok") == [200]
+    assert rows(system) == []
+
+
+def test_default_system_is_the_process_wide_one():
+    app = MaltiMiddleware(Starlette())
+    assert app.telemetry_system is get_telemetry_system()
+
+
+def _consumers(system):
+    return [r[4].decode() if isinstance(r[4], bytes) else r[4] for r in rows(system)]
+

@@ -1,0 +1,190 @@
+"""The sender against a scriptable receiver under uvicorn: batching, gzip, idempotent retries, drops by reason."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from sdk_support import Receiver, free_port, wait_for
+
+
+def record_many(system, count: int, start: int = 0) -> None:
+    for i in range(start, start + count):
+        system.record_request("GET", "/items/{item_id}", 200, 0.25 + i / 1000, f"consumer-{i}")
+
+
+def consumers(records) -> list[str]:
+    return sorted(r["consumer"] for r in records)
+
+
+async def test_records_arrive_in_batches_with_the_wire_format(receiver, make_system):
+    system = make_system(malti_url=receiver.url, batch_size=40)
+    record_many(system, 100)
+    await wait_for(lambda: system.get_stats()["total_sent"] == 100)
+    assert [len(r["records"]) for r in receiver.requests][:2] == [40, 40]
+    first = receiver.stored[0]
+    assert set(first) == {"service", "node", "method", "endpoint", "status", "response_time", "consumer", "context",
+                          "created_at"}
+    assert first["service"] == "test-service" and first["node"] == "node-1"
+    assert first["response_time"] == 0.25  # fractional milliseconds survive
+    assert first["created_at"].endswith("Z")
+    headers = receiver.requests[0]["headers"]
+    assert headers["x-api-key"] == "test-key"
+    assert headers["content-encoding"] == "gzip"
+    assert len(headers["idempotency-key"]) >= 16
+    assert receiver.requests[0]["path"] == "/api/v1/ingest"
+    stats = system.get_stats()
+    assert stats["total_sent"] == 100 and stats["total_added"] == 100 and stats["total_failed"] == 0
+
+
+async def test_partial_batch_is_sent_after_the_interval(receiver, make_system):
+    system = make_system(malti_url=receiver.url, batch_size=500, batch_interval=0.3)
+    record_many(system, 3)
+    await wait_for(lambda: len(receiver.stored) == 3)
+
+
+async def test_retries_keep_the_idempotency_key_and_honour_retry_after(receiver, make_system):
+    receiver.script.extend([(503, {"Retry-After": "0"}), (429, {"Retry-After": "0"}), (500, {}), (408, {})])
+    system = make_system(malti_url=receiver.url, batch_size=10)
+    record_many(system, 10)
+    await wait_for(lambda: system.get_stats()["total_sent"] == 10)
+    keys = {r["headers"]["idempotency-key"] for r in receiver.requests}
+    assert len(receiver.requests) == 5 and len(keys) == 1
+    assert system.get_stats()["total_sent"] == 10
+
+
+async def test_a_422_is_not_retried_and_is_counted(receiver, make_system):
+    receiver.script.append((422, {}))
+    system = make_system(malti_url=receiver.url, batch_size=10)
+    record_many(system, 10)
+    await wait_for(lambda: system.get_stats()["total_failed"] == 10)
+    await asyncio.sleep(0.3)
+    assert len(receiver.requests) == 1
+    stats = system.get_stats()
+    assert stats["dropped"] == {"http_422": 10} and stats["total_sent"] == 0
+
+
+async def test_too_large_batches_are_split(receiver, make_system):
+    receiver.script.extend([(413, {}), (413, {})])
+    system = make_system(malti_url=receiver.url, batch_size=8)
+    record_many(system, 8)
+    await wait_for(lambda: len(receiver.stored) == 8)
+    assert consumers(receiver.stored) == sorted(f"consumer-{i}" for i in range(8))
+    assert system.get_stats()["dropped"] == {}
+
+
+async def test_server_down_then_up_delivers_everything_once(make_system):
+    port = free_port()
+    system = make_system(malti_url=f"http://127.0.0.1:{port}", batch_size=25)
+    record_many(system, 100)
+    await asyncio.sleep(0.5)  # several failed attempts while nothing listens
+    assert system.get_stats()["total_sent"] == 0
+    receiver = Receiver()
+    receiver.port = port
+    receiver.start()
+    try:
+        await wait_for(lambda: system.get_stats()["total_sent"] == 100)
+        assert consumers(receiver.stored) == sorted(f"consumer-{i}" for i in range(100))
+        assert system.get_stats()["dropped"] == {}
+    finally:
+        receiver.stop()
+
+
+async def test_lost_answers_do_not_duplicate(receiver, make_system):
+    # The receiver stores the batch but answers 502: the retry carries the same key and is not stored again.
+    receiver.script.append((502, {}))
+    original_app = receiver.app
+
+    async def store_then_fail(scope, receive, send):
+        await original_app(scope, receive, send)
+        if len(receiver.requests) == 1:
+            receiver.stored.extend(receiver.requests[0]["records"])
+            receiver._keys.add(receiver.requests[0]["headers"]["idempotency-key"])
+
+    receiver.app = store_then_fail
+    system = make_system(malti_url=receiver.url, batch_size=5)
+    record_many(system, 5)
+    await wait_for(lambda: system.get_stats()["total_sent"] == 5)
+    assert len(receiver.requests) == 2 and len(receiver.stored) == 5
+
+
+async def test_overflow_is_counted_never_silent(make_system):
+    system = make_system(malti_url=f"http://127.0.0.1:{free_port()}", buffer_size=50, batch_size=1000,
+                         batch_interval=3600, shutdown_timeout=0)
+    record_many(system, 80)
+    stats = system.get_stats()
+    assert stats["current_size"] == 50 and stats["dropped"] == {"overflow": 30}
+    assert stats["total_added"] == 80
+
+
+async def test_shutdown_flush_delivers_what_is_buffered(receiver, make_system):
+    system = make_system(malti_url=receiver.url, batch_size=1000, batch_interval=3600)
+    record_many(system, 321)
+    await system.stop()
+    assert len(receiver.stored) == 321
+    assert not system.get_stats()["running"]
+
+
+async def test_shutdown_flush_is_bounded_when_the_server_is_down(make_system):
+    system = make_system(malti_url=f"http://127.0.0.1:{free_port()}", batch_size=10, shutdown_timeout=0.5)
+    record_many(system, 30)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await system.stop()
+    assert loop.time() - started < 5
+    stats = system.get_stats()
+    assert stats["dropped"] == {"shutdown": 30} and stats["current_size"] == 0
+
+
+async def test_record_request_from_threads_and_other_loops(receiver, make_system):
+    system = make_system(malti_url=receiver.url, batch_size=200)
+
+    def from_thread(n: int) -> None:
+        record_many(system, 250, start=n * 1000)
+
+    def from_other_loop(n: int) -> None:
+        async def go():
+            record_many(system, 250, start=n * 1000)
+            await asyncio.sleep(0)
+
+        asyncio.run(go())
+
+    threads = [threading.Thread(target=from_thread, args=(n,)) for n in range(4)]
+    threads += [threading.Thread(target=from_other_loop, args=(n,)) for n in range(4, 8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    await wait_for(lambda: len(receiver.stored) == 2000)
+    assert len(set(consumers(receiver.stored))) == 2000
+    assert system.get_stats()["dropped"] == {}
+
+
+def test_record_request_without_any_event_loop_starts_a_sender_thread(receiver):
+    from malti_sdk import TelemetryConfig, TelemetrySystem
+
+    system = TelemetrySystem(TelemetryConfig(api_key="k", malti_url=receiver.url, batch_interval=0.05))
+    record_many(system, 5)
+    asyncio.run(wait_for(lambda: len(receiver.stored) == 5))
+    asyncio.run(system.stop())
+    assert not system.get_stats()["running"]
+
+
+async def test_invalid_manual_records_are_counted_not_sent(receiver, make_system):
+    system = make_system(malti_url=receiver.url)
+    system.record_request("GET", "/x", 700, 1.0, "c")
+    system.record_request("GET", "/x", 200, -1.0, "c")
+    system.record_request("GET", "", 200, 1.0, "c")
+    system.record_request("GET", "/x", 200, float("nan"), "c")
+    system.record_request("GET", "/x", 200, 1, "c", context="ctx")
+    await system.stop()
+    assert len(receiver.stored) == 1 and receiver.stored[0]["context"] == "ctx"
+    stats = system.get_stats()
+    assert stats["dropped"] == {"invalid": 4} and stats["total_added"] == 5
+
+
+async def test_refused_key_drops_and_counts(receiver, make_system):
+    receiver.script.append((401, {}))
+    system = make_system(malti_url=receiver.url, batch_size=3)
+    record_many(system, 3)
+    await wait_for(lambda: system.get_stats()["dropped"].get("http_401") == 3)
