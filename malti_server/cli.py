@@ -12,6 +12,7 @@ import asyncio
 import errno
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -140,6 +141,9 @@ def serve(args: argparse.Namespace) -> int:
     embedded = None
     url = args.database_url or os.environ.get("DATABASE_URL")
     try:
+        # SIGTERM like Ctrl-C: uvicorn re-raises it after its graceful shutdown, and with the default
+        # handler the process would die before the finally below stops the embedded PostgreSQL.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         if not url:
             from .embedded import EmbeddedPostgres, EmbeddedUnavailable, default_data_dir  # noqa: PLC0415
 
