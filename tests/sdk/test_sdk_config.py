@@ -1,0 +1,155 @@
+"""Settings, configure_malti, stats keys, lifespan wiring and import hygiene."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+import sys
+
+import pytest
+from starlette.applications import Starlette
+
+import malti_sdk
+import malti_sdk._telemetry as telemetry_module
+from malti_sdk import MaltiMiddleware, TelemetryConfig, configure_malti, get_malti_stats, get_telemetry_system
+
+ORIGINAL_STATS_KEYS = {"total_added", "total_sent", "total_failed", "current_size", "max_size", "service_name",
+                       "node", "running", "malti_url", "clean_mode"}
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("MALTI_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(telemetry_module, "_system", None)
+    return monkeypatch
+
+
+def test_defaults_are_the_original_packages(clean_env):
+    config = TelemetryConfig.from_env()
+    assert (config.service_name, config.api_key, config.malti_url, config.node) == (
+        "default-service", None, "http://localhost:8000", "default-node")
+    assert (config.batch_size, config.batch_interval, config.max_retries, config.retry_delay) == (500, 60.0, 3, 5.0)
+    assert (config.http_timeout, config.max_keepalive_connections, config.max_connections) == (15.0, 5, 10)
+    assert config.overflow_threshold_percent == 90.0
+    assert (config.clean_mode, config.use_ip_as_consumer, config.ip_anonymize) == (True, False, False)
+    assert config.buffer_size >= 50_000
+
+
+def test_every_variable_is_read(clean_env):
+    values = {
+        "MALTI_API_KEY": "k", "MALTI_SERVICE_NAME": "svc", "MALTI_URL": "http://malti:9000/", "MALTI_NODE": "n1",
+        "MALTI_BATCH_SIZE": "100", "MALTI_BATCH_INTERVAL": "2.5", "MALTI_MAX_RETRIES": "7",
+        "MALTI_RETRY_DELAY": "0.5", "MALTI_HTTP_TIMEOUT": "3", "MALTI_MAX_KEEPALIVE_CONNECTIONS": "2",
+        "MALTI_MAX_CONNECTIONS": "4", "MALTI_OVERFLOW_THRESHOLD_PERCENT": "75", "MALTI_CLEAN_MODE": "false",
+        "MALTI_USE_IP_AS_CONSUMER": "True", "MALTI_IP_ANONYMIZE": "true", "MALTI_BUFFER_SIZE": "60000",
+    }
+    for k, v in values.items():
+        clean_env.setenv(k, v)
+    c = TelemetryConfig.from_env()
+    assert (c.api_key, c.service_name, c.malti_url, c.node) == ("k", "svc", "http://malti:9000", "n1")
+    assert (c.batch_size, c.batch_interval, c.max_retries, c.retry_delay, c.http_timeout) == (100, 2.5, 7, 0.5, 3.0)
+    assert (c.max_keepalive_connections, c.max_connections, c.overflow_threshold_percent) == (2, 4, 75.0)
+    assert (c.clean_mode, c.use_ip_as_consumer, c.ip_anonymize, c.buffer_size) == (False, True, True, 60000)
+    assert c.ingest_url == "http://malti:9000/api/v1/ingest"
+
+
+def test_malformed_values_fall_back_to_defaults_with_a_warning(clean_env, caplog):
+    clean_env.setenv("MALTI_BATCH_SIZE", "lots")
+    clean_env.setenv("MALTI_BATCH_INTERVAL", "-1")
+    clean_env.setenv("MALTI_CLEAN_MODE", "maybe")
+    with caplog.at_level(logging.WARNING, logger="malti_sdk"):
+        config = TelemetryConfig.from_env()
+    assert (config.batch_size, config.batch_interval, config.clean_mode) == (500, 60.0, True)
+    assert "MALTI_BATCH_SIZE" in caplog.text and "MALTI_CLEAN_MODE" in caplog.text
+
+
+def test_configure_malti_sets_the_environment_and_the_live_system(clean_env):
+    system = get_telemetry_system()
+    assert system.config.service_name == "default-service"
+    configure_malti(service_name="billing", api_key="key-1", malti_url="http://m:1", node="pod-7", batch_size=50,
+                    batch_interval=5.0, clean_mode=False, use_ip_as_consumer=True, ip_anonymize=True,
+                    retry_delay=0.5)
+    import os
+
+    assert os.environ["MALTI_SERVICE_NAME"] == "billing" and os.environ["MALTI_CLEAN_MODE"] == "false"
+    assert get_telemetry_system() is system
+    c = system.config
+    assert (c.service_name, c.api_key, c.malti_url, c.node, c.batch_size, c.batch_interval) == (
+        "billing", "key-1", "http://m:1", "pod-7", 50, 5.0)
+    assert (c.clean_mode, c.use_ip_as_consumer, c.ip_anonymize, c.retry_delay) == (False, True, True, 0.5)
+
+
+def test_configure_malti_rejects_unknown_settings(clean_env):
+    with pytest.raises(TypeError, match="colour"):
+        configure_malti(colour="blue")
+
+
+def test_stats_keep_the_original_keys_and_add_drops(clean_env):
+    stats = get_malti_stats()
+    assert ORIGINAL_STATS_KEYS <= set(stats)
+    assert stats["dropped"] == {} and stats["total_dropped"] == 0 and stats["in_flight"] == 0
+
+
+def test_public_names_of_the_original_package_exist():
+    for name in ("MaltiMiddleware", "configure_malti", "get_telemetry_system", "get_malti_stats", "TelemetrySystem",
+                 "TelemetryCollector", "BatchSender", "TelemetryBuffer", "TelemetryRecord"):
+        assert name in malti_sdk.__all__ and getattr(malti_sdk, name)
+
+
+async def test_lifespan_starts_and_stops_the_system_around_the_apps_own(make_system):
+    system = make_system(malti_url="http://127.0.0.1:9")
+    events = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        events.append(("app startup", system.get_stats()["running"]))
+        yield
+        events.append(("app shutdown", system.get_stats()["running"]))
+
+    app = Starlette(lifespan=lifespan)
+    app.add_middleware(MaltiMiddleware, telemetry_system=system)
+    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent = []
+
+    async def receive():
+        return inbox.pop(0)
+
+    async def send(message):
+        sent.append((message["type"], system.get_stats()["running"]))
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    assert events == [("app startup", True), ("app shutdown", True)]
+    assert sent == [("lifespan.startup.complete", True), ("lifespan.shutdown.complete", False)]
+
+
+async def test_lifespan_injection_can_be_turned_off(make_system):
+    system = make_system(malti_url="http://127.0.0.1:9")
+    app = Starlette()
+    app.add_middleware(MaltiMiddleware, telemetry_system=system, auto_inject_lifespan=False)
+    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+    async def receive():
+        return inbox.pop(0)
+
+    async def send(message):
+        pass
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    assert not system.get_stats()["running"]
+
+
+def test_import_has_no_side_effects():
+    code = (
+        "import logging, sys, threading, malti_sdk\n"
+        "assert logging.getLogger().handlers == [], logging.getLogger().handlers\n"
+        "assert threading.active_count() == 1\n"
+        "heavy = {'numpy', 'msgspec', 'asyncpg', 'pandas', 'textual', 'orjson'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
