@@ -218,3 +218,47 @@ async def test_async_client_reads_the_same_numbers(seeded):
         assert len(records) == 22
         assert (await client.dimensions()).methods == ["GET", "POST"]
         assert (await client.health()).healthy
+
+
+# The documented JSON fields (docs/api.md); the client parses leniently, so check the contract directly.
+DOCUMENTED = {
+    "aggregate": {"time_series", "metrics_summary", "endpoints", "status_distribution", "consumers",
+                  "system_overview", "distinct_nodes", "distinct_contexts", "resolution", "start_time", "end_time"},
+    "time_series": {"bucket", "total_requests", "error_count", "min_latency", "avg_latency", "p50_latency",
+                    "p95_latency", "p99_latency", "max_latency"},
+    "metrics_summary": {"total_requests", "error_count", "error_rate", "requests_per_minute", "min_latency",
+                        "avg_latency", "p50_latency", "p95_latency", "p99_latency", "max_latency"},
+    "endpoints": {"endpoint", "method", "service", "total_requests", "error_count", "error_rate", "avg_latency",
+                  "p50_latency", "p95_latency", "p99_latency"},
+    "status_distribution": {"service", "total_requests", "success_2xx", "warning_3xx", "error_4xx_5xx",
+                            "status_breakdown"},
+    "consumers": {"consumer", "total_requests", "error_count", "error_rate", "avg_latency", "p50_latency",
+                  "p95_latency", "p99_latency"},
+    "system_overview": {"total_requests", "total_errors", "error_rate", "avg_latency"},
+    "request": {"id", "service", "node", "method", "endpoint", "status", "response_time", "consumer", "context",
+                "created_at"},
+    "dimensions": {"services", "nodes", "endpoints", "methods", "consumers", "contexts"},
+}  # fmt: skip
+
+
+def test_server_json_has_every_documented_field(seeded):
+    body = seeded.get("/api/v1/metrics/aggregate", start_time=(NOW - timedelta(hours=1)).isoformat()).json()
+    assert DOCUMENTED["aggregate"] <= set(body)
+    for part in ("time_series", "endpoints", "status_distribution", "consumers"):
+        assert body[part], part
+        for item in body[part]:
+            assert DOCUMENTED[part] <= set(item), (part, set(DOCUMENTED[part]) - set(item))
+    for part in ("metrics_summary", "system_overview"):
+        assert DOCUMENTED[part] <= set(body[part]), (part, DOCUMENTED[part] - set(body[part]))
+    assert body["start_time"].endswith("Z") and body["time_series"][0]["bucket"].endswith("Z")
+    page = seeded.get("/api/v1/metrics/requests", limit=2).json()
+    assert set(page) == {"requests", "next_cursor"}
+    assert all(DOCUMENTED["request"] <= set(r) for r in page["requests"])
+    assert page["requests"][0]["created_at"].endswith("Z")
+    dimensions = seeded.get("/api/v1/metrics/dimensions").json()
+    assert DOCUMENTED["dimensions"] <= set(dimensions)
+    assert all({"endpoint", "method", "service"} <= set(e) for e in dimensions["endpoints"])
+    auth = seeded.get("/api/v1/auth/test").json()
+    assert {"authenticated", "user", "thresholds"} <= set(auth)
+    assert {"error_rate_success_threshold", "error_rate_warning_threshold", "latency_success_threshold",
+            "latency_warning_threshold"} <= set(auth["thresholds"])  # fmt: skip
