@@ -24,6 +24,7 @@ import httpx
 
 from ._exceptions import (
     MaltiAPIError,
+    MaltiError,
     MaltiAuthError,
     MaltiConnectionError,
     MaltiNotFoundError,
@@ -254,6 +255,9 @@ def _error_for(response: httpx.Response) -> MaltiAPIError:
         url: str | None = str(response.request.url)
     except RuntimeError:  # a response built without a request (tests)
         url = None
+    if 300 <= status < 400:
+        location = response.headers.get("location", "?")
+        detail = f"redirected to {location}: point the client at the final address (MALTI_URL)"
     if status in (401, 403):
         return MaltiAuthError(status, detail, errors, url=url)
     if status == 404:
@@ -281,6 +285,15 @@ def _read(call: _Call[T], response: httpx.Response) -> T:
     return call.parse(body)
 
 
+def _request_error(error: httpx.RequestError, base_url: str) -> MaltiError:
+    """The client exception for an httpx failure before a usable answer arrived."""
+    if not isinstance(error, httpx.TransportError):  # DecodingError, TooManyRedirects
+        return MaltiResponseError(f"unreadable answer from {base_url}: {error}")
+    if isinstance(error, httpx.UnsupportedProtocol):
+        return MaltiUsageError(f"unsupported URL {base_url}: {error}")
+    return _connection_error(error, base_url)
+
+
 def _connection_error(error: httpx.TransportError, base_url: str) -> MaltiConnectionError:
     if isinstance(error, httpx.TimeoutException):
         return MaltiTimeoutError(f"the Malti server at {base_url} did not answer in time ({error})", url=base_url)
@@ -301,6 +314,12 @@ class _ClientBase:
         resolved_url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).strip()
         if not resolved_url.startswith(("http://", "https://")):
             raise MaltiUsageError(f"the Malti URL must start with http:// or https://, not {resolved_url!r}")
+        try:
+            host = httpx.URL(resolved_url).host
+        except (httpx.InvalidURL, ValueError, TypeError) as error:
+            raise MaltiUsageError(f"cannot use {resolved_url!r} as the Malti URL: {error}") from None
+        if not host or " " in resolved_url:
+            raise MaltiUsageError(f"the Malti URL {resolved_url!r} has no valid host (e.g. http://127.0.0.1:8000)")
         self._base_url = resolved_url.rstrip("/")
         key = api_key if api_key is not None else os.environ.get(KEY_ENV)
         self._api_key = key.strip() if key else None
@@ -360,13 +379,16 @@ class MaltiClient(_ClientBase):
         verify: Any = True,
     ) -> None:
         super().__init__(url, api_key, timeout)
-        self._http = httpx.Client(
-            base_url=self._base_url,
-            headers=self._headers(),
-            timeout=self._timeout,
-            transport=transport,
-            verify=verify,
-        )
+        try:
+            self._http = httpx.Client(
+                base_url=self._base_url,
+                headers=self._headers(),
+                timeout=self._timeout,
+                transport=transport,
+                verify=verify,
+            )
+        except (httpx.InvalidURL, ValueError, TypeError) as error:
+            raise MaltiUsageError(f"cannot use {self._base_url!r} as the Malti URL: {error}") from None
 
     def __enter__(self) -> MaltiClient:
         return self
@@ -380,10 +402,12 @@ class MaltiClient(_ClientBase):
 
     def _send(self, call: _Call[T]) -> T:
         headers = self._request_headers(call)
+        if self._http.is_closed:
+            raise MaltiUsageError("this client is closed; create a new one")
         try:
             response = self._http.get(call.path, params=call.params, headers=headers)
-        except httpx.TransportError as error:
-            raise _connection_error(error, self._base_url) from error
+        except httpx.RequestError as error:
+            raise _request_error(error, self._base_url) from error
         return _read(call, response)
 
     def aggregate(
@@ -547,13 +571,16 @@ class AsyncMaltiClient(_ClientBase):
         verify: Any = True,
     ) -> None:
         super().__init__(url, api_key, timeout)
-        self._http = httpx.AsyncClient(
-            base_url=self._base_url,
-            headers=self._headers(),
-            timeout=self._timeout,
-            transport=transport,
-            verify=verify,
-        )
+        try:
+            self._http = httpx.AsyncClient(
+                base_url=self._base_url,
+                headers=self._headers(),
+                timeout=self._timeout,
+                transport=transport,
+                verify=verify,
+            )
+        except (httpx.InvalidURL, ValueError, TypeError) as error:
+            raise MaltiUsageError(f"cannot use {self._base_url!r} as the Malti URL: {error}") from None
 
     async def __aenter__(self) -> AsyncMaltiClient:
         return self
@@ -567,10 +594,12 @@ class AsyncMaltiClient(_ClientBase):
 
     async def _send(self, call: _Call[T]) -> T:
         headers = self._request_headers(call)
+        if self._http.is_closed:
+            raise MaltiUsageError("this client is closed; create a new one")
         try:
             response = await self._http.get(call.path, params=call.params, headers=headers)
-        except httpx.TransportError as error:
-            raise _connection_error(error, self._base_url) from error
+        except httpx.RequestError as error:
+            raise _request_error(error, self._base_url) from error
         return _read(call, response)
 
     async def aggregate(

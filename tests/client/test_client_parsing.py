@@ -319,3 +319,30 @@ def test_result_objects_are_plain_dataclasses():
     assert json.loads(json.dumps(dashboard.status_distribution[0].status_breakdown)) == {
         "200": 480, "304": 5, "404": 10, "500": 5,
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("url", ["ftp://host", "http://", "http://exa mple.com", "http://[::1", "localhost:8000"])
+def test_unusable_urls_are_usage_errors(url):
+    with pytest.raises(MaltiUsageError):
+        MaltiClient(url, api_key="k")
+
+
+def test_a_closed_client_says_so():
+    client = client_for(lambda r: httpx.Response(200, json=DASHBOARD))
+    client.close()
+    with pytest.raises(MaltiUsageError, match="closed"):
+        client.aggregate()
+
+
+def test_a_redirect_names_the_final_address():
+    redirect = httpx.Response(301, headers={"Location": "https://malti.example/"})
+    with client_for(lambda r: redirect) as client, pytest.raises(MaltiAPIError, match="https://malti.example/"):
+        client.aggregate()
+
+
+def test_an_undecodable_body_is_a_response_error():
+    def handler(request):
+        return httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=b"not gzip at all")
+
+    with client_for(handler) as client, pytest.raises(MaltiResponseError):
+        client.aggregate()
