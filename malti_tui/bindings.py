@@ -12,6 +12,7 @@ from .timeranges import TIME_RANGES
 
 APP_BINDINGS = [
     Binding("question_mark", "help", "Help", key_display="?"),
+    Binding("f1", "help", "Help", show=False),
     Binding("d", "toggle_dark", "Light/dark", show=False),
     Binding("q", "quit", "Quit"),
 ]

@@ -48,6 +48,7 @@ class DashboardScreen(LiveScreen):
                 with Horizontal(id="charts"):
                     yield LatencyChart(id="latency-chart")
                     yield RequestsChart(id="requests-chart")
+                yield EndpointsTable(id="overview-endpoints")
                 yield EmptyState(id="empty-state")
             with TabPane("Endpoints", id="endpoints"):
                 yield EndpointsTable(id="endpoints-table")
@@ -69,7 +70,8 @@ class DashboardScreen(LiveScreen):
         self.set_class(dashboard.is_empty, "-empty")
         self.query_one(LatencyChart).set_series(dashboard.time_series)
         self.query_one(RequestsChart).set_series(dashboard.time_series)
-        self.query_one(EndpointsTable).set_records(dashboard.endpoints, thresholds)
+        for table in self.query(EndpointsTable):
+            table.set_records(dashboard.endpoints, thresholds)
         self.query_one(ConsumersChart).set_consumers(dashboard.consumers)
         self.query_one(ConsumersTable).set_records(dashboard.consumers, thresholds)
         self.query_one(StatusTable).set_records(dashboard.status_distribution, thresholds)

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.containers import Center, Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Button, Checkbox, Input, Label, Static
+from textual.widgets import Button, Checkbox, Footer, Input, Label, Static
 
 from ..bindings import LOGIN_BINDINGS
 from ..config import DEFAULT_URL, RETRY_SECONDS, normalise_url
@@ -54,6 +54,7 @@ class LoginScreen(Screen):
                     yield Checkbox("Remember on this computer", self.initial_remember, id="login-remember")
                     yield Button("Connect", variant="primary", id="login-connect")
                 yield Static(id="login-message")
+        yield Footer()
 
     def on_mount(self) -> None:
         if self.initial_message:

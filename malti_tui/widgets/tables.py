@@ -72,6 +72,13 @@ class SortableTable(DataTable):
         if records:
             self.move_cursor(row=min(row, len(records) - 1), animate=False)
         self._label_headers()
+        # Column widths are measured on idle; drop lines rendered before that
+        # (otherwise a table visible during the update keeps header-wide columns).
+        self.call_after_refresh(self._repaint)
+
+    def _repaint(self) -> None:
+        self._clear_caches()
+        self.refresh()
 
     def _label_headers(self) -> None:
         for key, header, sort_key in self.COLUMNS:

@@ -156,7 +156,7 @@ async def test_sorting_the_endpoints_table(fixed_app):
     async with app.run_test(size=(120, 30)) as pilot:
         screen = await loaded(pilot)
         await pilot.press("t")
-        table = screen.query_one(EndpointsTable)
+        table = screen.query_one("#endpoints-table", EndpointsTable)
         assert [r.endpoint for r in table.records][:2] == ["/users/{user_id}", "/login"]
         table.sort_by("p95")
         assert table.records[0].endpoint == "/payments"

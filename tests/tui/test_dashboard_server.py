@@ -115,7 +115,7 @@ async def test_drill_down_into_an_endpoint_and_back(seeded, config_dir):
     async with app.run_test(size=(100, 30)) as pilot:
         dashboard = await dashboard_loaded(pilot)
         await pilot.press("t")
-        table = dashboard.query_one(EndpointsTable)
+        table = dashboard.query_one("#endpoints-table", EndpointsTable)
         assert table.records[0].endpoint == "/login"  # 13 requests, the most
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, DrilldownScreen))
