@@ -346,8 +346,11 @@ class _ClientBase:
         if not call.needs_key:
             return None
         if not self._api_key:
+            hint = ""
+            if os.environ.get("MALTI_API_KEY"):
+                hint = " (MALTI_API_KEY is the middleware's service key: it may ingest, not read)"
             raise MaltiUsageError(
-                f"no API key: pass api_key=... or set {KEY_ENV} to a user key of the Malti server"
+                f"no API key: pass api_key=... or set {KEY_ENV} to a user key of the Malti server{hint}"
             )
         return {"X-API-Key": self._api_key}
 
