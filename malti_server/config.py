@@ -171,7 +171,7 @@ def parse_settings(data: dict[str, Any], path: Path | None = None) -> Settings:
     for name, entry in _expect_table(data.get("users", {}), "users").items():
         where = f"users.{name}"
         entry = _expect_table(entry, where)
-        _check_keys(entry, {"api_key", "api_key_sha256", "description", "services"}, where)
+        _check_keys(entry, {"api_key", "api_key_sha256", "description", "services", "username"}, where)
         allowed = entry.get("services")
         if allowed is not None:
             if not isinstance(allowed, list) or not all(isinstance(s, str) for s in allowed):
