@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,17 +23,20 @@ from malti_testing import (  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_url() -> Iterator[str]:
     """URL of a PostgreSQL server whose databases tests may create: $DATABASE_URL, else embedded."""
     external = os.environ.get("DATABASE_URL")
     if external:
         yield external
         return
-    cluster = EmbeddedCluster(tmp_path_factory.mktemp("pgdata"))
+    # Not under pytest's basetemp: concurrent pytest runs rotate those folders away.
+    folder = Path(tempfile.mkdtemp(prefix="malti-test-pg-"))
+    cluster = EmbeddedCluster(folder / "pgdata")
     try:
         yield cluster.url
     finally:
         cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
