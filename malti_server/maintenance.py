@@ -39,6 +39,19 @@ async def compact(conn: asyncpg.Connection) -> int | None:
     return await _with_lock(conn, COMPACTION_LOCK, job)
 
 
+async def rollup_tables(conn: asyncpg.Connection) -> list[str]:
+    """Every rollup table: rollup_5min, rollup_1h and the coarser levels (rollup_<level>_<5min|1h|1d>).
+
+    5-minute tables keep ``retention.rollup_5min``; hourly and daily ones ``retention.rollup_1hour``.
+    """
+    rows = await conn.fetch(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace"
+        " WHERE c.relkind IN ('r', 'p') AND ns.nspname = current_schema()"
+        " AND c.relname ~ '^rollup_([a-z]+_)?(5min|1h|1d)$' ORDER BY 1"
+    )
+    return [r["relname"] for r in rows]
+
+
 async def apply_retention(
     conn: asyncpg.Connection, settings_holder: SettingsHolder, partitions: Partitions, storage: str
 ) -> dict[str, int] | None:
@@ -52,8 +65,10 @@ async def apply_retention(
             removed["raw_partitions"] = len(
                 await partitions.drop_older_than(conn, now - timedelta(seconds=retention.raw))
             )
-        for table, keep in (("rollup_5min", retention.rollup_5min), ("rollup_1h", retention.rollup_1hour)):
-            status = await conn.execute(f"DELETE FROM {table} WHERE bucket < $1", now - timedelta(seconds=keep))
+        for table in await rollup_tables(conn):
+            keep = retention.rollup_5min if table.endswith("5min") else retention.rollup_1hour
+            # Table names come from the catalog (rollup_*), never from input.
+            status = await conn.execute(f'DELETE FROM "{table}" WHERE bucket < $1', now - timedelta(seconds=keep))
             removed[table] = int(status.split()[-1])
         status = await conn.execute("DELETE FROM ingest_batches WHERE created_at < $1", now - IDEMPOTENCY_KEEP)
         removed["idempotency_keys"] = int(status.split()[-1])
