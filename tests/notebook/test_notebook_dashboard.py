@@ -125,3 +125,12 @@ def test_connect_reads_the_environment(seeded, monkeypatch):
     with connect() as m:
         assert m.url == seeded.url
         assert set(m.endpoints(start="6h").service) == {"auth-service"}
+
+
+def test_every_range_button_is_accepted_by_the_server(dash):
+    for label in dash.range_buttons.options:
+        if label == dash.range_buttons.value:
+            continue
+        dash.range_buttons.value = label
+        assert dash.last_error is None, (label, dash.last_error)
+        assert dash.last_query["start_time"] and dash.last_dashboard.time_series
