@@ -758,6 +758,8 @@ class _Pager:
         return min(self.page_size, self.remaining)
 
     def take(self, page: RequestPage) -> RequestPage:
+        if page.next_cursor is not None and page.next_cursor == self.cursor:
+            raise MaltiResponseError("the server answered the same cursor twice; stopping instead of looping")
         records = page.requests
         if self.remaining is not None:
             records = records[: self.remaining]

@@ -346,3 +346,9 @@ def test_an_undecodable_body_is_a_response_error():
 
     with client_for(handler) as client, pytest.raises(MaltiResponseError):
         client.aggregate()
+
+
+def test_a_cursor_that_does_not_advance_stops_the_iteration():
+    stuck = {"requests": [record(1)], "next_cursor": "same"}
+    with client_for(lambda r: httpx.Response(200, json=stuck)) as client, pytest.raises(MaltiResponseError):
+        list(client.iter_requests())
