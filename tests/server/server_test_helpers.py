@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
-from malti_testing import ServerProcess, run_sync
+from malti_testing import ServerProcess, config_toml, create_database, drop_database, run_sync
 
 INGEST = "/api/v1/ingest"
 
@@ -69,3 +71,19 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0, interval: f
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def own_server(admin_url: str, folder: Path, **config) -> Iterator[ServerProcess]:
+    """A running server with its own config and database, for module-scoped fixtures
+    (``start_server`` is per test); config keywords as :func:`malti_testing.config_toml`."""
+    path = folder / "malti.toml"
+    path.write_text(config_toml(**config))
+    server = ServerProcess(database_url=create_database(admin_url), config_path=path,
+                           log_path=folder / "server.log")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        drop_database(admin_url, server.database_url)

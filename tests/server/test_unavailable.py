@@ -6,13 +6,19 @@ from __future__ import annotations
 import pytest
 
 from malti_testing import record
-from server_test_helpers import admin_sql, counts, database_name, unique, wait_until
+from server_test_helpers import admin_sql, counts, database_name, own_server, unique, wait_until
+
+
+@pytest.fixture(scope="module")
+def shared_server(pg_admin_url, tmp_path_factory):
+    with own_server(pg_admin_url, tmp_path_factory.mktemp("unavailable")) as server:
+        yield server
 
 
 @pytest.fixture
-def unavailable_server(start_server, pg_admin_url):
-    """A running server whose database has been made to refuse connections; restored afterwards."""
-    server = start_server()
+def unavailable_server(shared_server, pg_admin_url):
+    """The module's server, its database made to refuse connections; restored (and healthy) afterwards."""
+    server = shared_server
     name = database_name(server.database_url)
     assert server.ingest([record()]).status_code == 200  # the pool holds live connections now
 
@@ -32,6 +38,7 @@ def unavailable_server(start_server, pg_admin_url):
         yield server, restore
     finally:
         restore()
+        assert wait_until(lambda: server.get("/health").status_code == 200, timeout=30), server.log()
 
 
 def test_ingest_answers_503_with_retry_after_when_database_refuses_connections(unavailable_server):
