@@ -282,7 +282,13 @@ def _read(call: _Call[T], response: httpx.Response) -> T:
             f"(is {response.request.url.copy_with(query=None)} a Malti server?)",
             status=response.status_code,
         ) from None
-    return call.parse(body)
+    try:
+        return call.parse(body)
+    except MaltiError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as error:
+        # a shape the parsers did not foresee: still a MaltiError, never a stray TypeError
+        raise MaltiResponseError(f"{call.path}: unexpected answer: {error}", status=response.status_code) from error
 
 
 def _request_error(error: httpx.RequestError, base_url: str) -> MaltiError:
