@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from malti_sdk import (
     Dashboard,
+    MaltiAPIError,
     Dimensions,
     MaltiClient,
     MaltiError,
@@ -95,8 +96,11 @@ class Malti:
         if self._thresholds is None:
             try:
                 self._thresholds = self.client.auth_test().thresholds
+            except MaltiAPIError:
+                # e.g. 429 (auth/test allows 10 per minute): keep the defaults rather than ask again
+                self._thresholds = Thresholds()
             except MaltiError:
-                return Thresholds()
+                return Thresholds()  # unreachable for now: ask again next time
         return self._thresholds
 
     # --- DataFrames --------------------------------------------------------------------------
