@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import nbformat
@@ -16,8 +18,14 @@ def test_example_notebook_runs_without_errors(seeded, tmp_path, monkeypatch):
     monkeypatch.setenv("MALTI_URL", seeded.url)
     monkeypatch.setenv("MALTI_USER_KEY", seeded.user_keys["viewer"])
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # A kernelspec of this interpreter, so a user-level "python3" kernel elsewhere cannot shadow it.
+    spec = tmp_path / "jupyter" / "kernels" / "malti-test"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "malti test", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     notebook = nbformat.read(EXAMPLE, as_version=4)
-    client = NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(notebook, timeout=120, kernel_name="malti-test", resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError on the first failing cell
 
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])]
