@@ -1,91 +1,77 @@
 -- Coarse rollup levels for fast dashboard queries (read side, malti_server/queries).
 --
--- The 5-minute and 1-hour rollups of 001 keep every dimension, so a month of busy traffic holds
--- millions of rows there. Dashboards mostly group by service, endpoint or consumer, so this
--- migration adds projections of the same rows onto fewer dimensions, at 5 minutes, 1 hour and
--- 1 day. Every table has the layout of rollup_pending (dropped dimensions hold a placeholder:
--- NULL for node/context, '' for method/endpoint/consumer), so the compactor folds pending rows
--- into all of them with the same malti_fold_into(). Each table also stores `hist`, the latency
--- histogram of 2xx rows packed with array_send (keys int2[] then counts int4[]), which the query
--- layer decodes with numpy: fetching bytea is ~15x faster than decoding arrays client-side.
+-- The 5-minute and 1-hour rollups of 001 keep every dimension and status, so a month of busy
+-- traffic holds millions of rows there. Dashboards mostly group by service, endpoint or consumer,
+-- so this migration adds projections of the same records onto fewer dimensions, at 5 minutes,
+-- 1 hour and 1 day, with ONE row per bucket and kept dimensions (dropped dimensions hold a
+-- placeholder: NULL for node/context, '' for service/method/endpoint/consumer):
+--
+--   n, err, n2          all records, errors (status >= 400 except 401), 2xx records
+--   s2, lo2, hi2        sum / min / max response time of the 2xx records (NULL without any)
+--   st_codes/st_counts  records per status code (sparse, ascending codes)
+--   lat_cells           latency histogram of the 2xx records, one bigint per non-empty
+--                       bucket: key << 32 | count (ascending keys)
+--   hist                lat_cells as array_send bytes without the 20-byte array header: 12 bytes
+--                       per cell (int4 8, int8 cell), so a query concatenates any number of them
+--                       with string_agg and numpy reads the result as one array.
 --
 --   level  dimensions kept                              granularities
---   svc    service, status                              5min, 1h
---   ep     service, method, endpoint, status            5min, 1h, 1d
---   con    service, consumer, status                    5min, 1h, 1d
---   epcon  service, method, endpoint, consumer, status  1h, 1d
---   nc     service, node, context, status               1h, 1d     (distinct nodes/contexts)
+--   all    (every service together)                     5min, 1h
+--   svc    service                                      5min, 1h, 1d
+--   ep     service, method, endpoint                    5min, 1h, 1d
+--   con    service, consumer                            5min, 1h, 1d
+--   epcon  service, method, endpoint, consumer          1h, 1d
+--   nc     service, node, context                       1h, 1d
 --
--- Retention: *_5min tables follow the 5-minute rollup retention, *_1h and *_1d the 1-hour one.
+-- The compactor (malti_compact_pending, replaced below) folds pending rows into these levels in
+-- the same transaction as into rollup_5min / rollup_1h. Retention: *_5min tables follow the
+-- 5-minute rollup retention, *_1h and *_1d the 1-hour one.
 
--- Packed histogram: array_send of both arrays (stable only because it looks up output functions;
--- for int2[]/int4[] it is a pure function of its input, so declaring the wrapper IMMUTABLE is safe).
-CREATE FUNCTION malti_hist_pack(keys smallint[], counts integer[]) RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT array_send(keys) || array_send(counts) $$;
-
-DO $$
-DECLARE
-    level record;
-BEGIN
-    FOR level IN
-        SELECT * FROM (VALUES
-            ('rollup_svc_5min'), ('rollup_svc_1h'),
-            ('rollup_ep_5min'), ('rollup_ep_1h'), ('rollup_ep_1d'),
-            ('rollup_con_5min'), ('rollup_con_1h'), ('rollup_con_1d'),
-            ('rollup_epcon_1h'), ('rollup_epcon_1d'),
-            ('rollup_nc_1h'), ('rollup_nc_1d')
-        ) AS v(name)
-    LOOP
-        EXECUTE format('CREATE TABLE %I (LIKE rollup_pending INCLUDING ALL)', level.name);
-        EXECUTE format(
-            'ALTER TABLE %I ADD COLUMN hist bytea GENERATED ALWAYS AS ('
-            'CASE WHEN status BETWEEN 200 AND 299 THEN malti_hist_pack(lat_keys, lat_counts) END) STORED',
-            level.name);
-    END LOOP;
-END
+-- Merge two sparse cell arrays (key << 32 | count) by adding counts per key.
+CREATE FUNCTION malti_cells_merge(a bigint[], b bigint[]) RETURNS bigint[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(array_agg((k << 32) | c ORDER BY k), '{}')
+    FROM (SELECT x >> 32 AS k, sum(x & 4294967295)::bigint AS c
+          FROM (SELECT unnest(a) UNION ALL SELECT unnest(b)) AS u(x)
+          GROUP BY 1) AS s
 $$;
 
--- Unique keys (the ON CONFLICT target of malti_fold_into), leading with the columns queries
--- filter on.
-CREATE UNIQUE INDEX rollup_svc_5min_key ON rollup_svc_5min
-    (bucket, service, node, method, endpoint, consumer, context, status) NULLS NOT DISTINCT;
-CREATE UNIQUE INDEX rollup_svc_1h_key ON rollup_svc_1h
-    (bucket, service, node, method, endpoint, consumer, context, status) NULLS NOT DISTINCT;
+-- Cells of a 001-style histogram (parallel key and count arrays).
+CREATE FUNCTION malti_cells(keys smallint[], counts integer[]) RETURNS bigint[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(array_agg((k::bigint << 32) | c::bigint ORDER BY k), '{}') FROM unnest(keys, counts) AS u(k, c)
+$$;
 
-CREATE UNIQUE INDEX rollup_ep_5min_key ON rollup_ep_5min
-    (service, endpoint, bucket, method, node, consumer, context, status) NULLS NOT DISTINCT;
-CREATE UNIQUE INDEX rollup_ep_1h_key ON rollup_ep_1h
-    (service, endpoint, bucket, method, node, consumer, context, status) NULLS NOT DISTINCT;
-CREATE UNIQUE INDEX rollup_ep_1d_key ON rollup_ep_1d
-    (service, endpoint, bucket, method, node, consumer, context, status) NULLS NOT DISTINCT;
-CREATE INDEX rollup_ep_5min_bucket ON rollup_ep_5min (bucket);
-CREATE INDEX rollup_ep_1h_bucket ON rollup_ep_1h (bucket);
-CREATE INDEX rollup_ep_1d_bucket ON rollup_ep_1d (bucket);
+-- The packed form read by queries (array_send is STABLE only because it may call output
+-- functions of element types; for bigint[] it is a pure function of its input).
+CREATE FUNCTION malti_cells_pack(cells bigint[]) RETURNS bytea
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN cardinality(cells) > 0 THEN substring(array_send(cells) FROM 21) END
+$$;
 
-CREATE UNIQUE INDEX rollup_con_5min_key ON rollup_con_5min
-    (bucket, service, consumer, node, method, endpoint, context, status) NULLS NOT DISTINCT;
-CREATE UNIQUE INDEX rollup_con_1h_key ON rollup_con_1h
-    (bucket, service, consumer, node, method, endpoint, context, status) NULLS NOT DISTINCT;
-CREATE UNIQUE INDEX rollup_con_1d_key ON rollup_con_1d
-    (bucket, service, consumer, node, method, endpoint, context, status) NULLS NOT DISTINCT;
+CREATE TABLE malti_coarse_template (
+    bucket    timestamptz      NOT NULL,
+    service   text             NOT NULL,
+    node      text,
+    method    text             NOT NULL,
+    endpoint  text             NOT NULL,
+    consumer  text             NOT NULL,
+    context   text,
+    n         bigint           NOT NULL,
+    err       bigint           NOT NULL,
+    n2        bigint           NOT NULL,
+    s2        double precision,
+    lo2       double precision,
+    hi2       double precision,
+    st_codes  smallint[]       NOT NULL,
+    st_counts integer[]        NOT NULL,
+    lat_cells bigint[]         NOT NULL
+);
 
-CREATE UNIQUE INDEX rollup_epcon_1h_key ON rollup_epcon_1h
-    (service, endpoint, bucket, method, consumer, node, context, status) NULLS NOT DISTINCT;
-CREATE UNIQUE INDEX rollup_epcon_1d_key ON rollup_epcon_1d
-    (service, endpoint, bucket, method, consumer, node, context, status) NULLS NOT DISTINCT;
-CREATE INDEX rollup_epcon_1h_bucket ON rollup_epcon_1h (bucket);
-CREATE INDEX rollup_epcon_1d_bucket ON rollup_epcon_1d (bucket);
-
-CREATE UNIQUE INDEX rollup_nc_1h_key ON rollup_nc_1h
-    (bucket, service, node, context, method, endpoint, consumer, status) NULLS NOT DISTINCT;
-CREATE UNIQUE INDEX rollup_nc_1d_key ON rollup_nc_1d
-    (bucket, service, node, context, method, endpoint, consumer, status) NULLS NOT DISTINCT;
-
--- Read views: folded rows plus the still-pending partial rows projected to the same level, so a
--- record is visible at every level as soon as ingest answers. Uniform columns for the query layer.
 DO $$
 DECLARE
     v record;
+    service_x text;
     node_x text;
     method_x text;
     endpoint_x text;
@@ -94,7 +80,9 @@ DECLARE
 BEGIN
     FOR v IN
         SELECT * FROM (VALUES
+            ('rollup_all_5min', '5 minutes', 'all'), ('rollup_all_1h', '1 hour', 'all'),
             ('rollup_svc_5min', '5 minutes', 'svc'), ('rollup_svc_1h', '1 hour', 'svc'),
+            ('rollup_svc_1d', '1 day', 'svc'),
             ('rollup_ep_5min', '5 minutes', 'ep'), ('rollup_ep_1h', '1 hour', 'ep'),
             ('rollup_ep_1d', '1 day', 'ep'),
             ('rollup_con_5min', '5 minutes', 'con'), ('rollup_con_1h', '1 hour', 'con'),
@@ -103,6 +91,25 @@ BEGIN
             ('rollup_nc_1h', '1 hour', 'nc'), ('rollup_nc_1d', '1 day', 'nc')
         ) AS t(name, width, dims)
     LOOP
+        EXECUTE format('CREATE TABLE %I (LIKE malti_coarse_template)', v.name);
+        EXECUTE format('ALTER TABLE %I ADD COLUMN hist bytea GENERATED ALWAYS AS (malti_cells_pack(lat_cells)) STORED',
+                       v.name);
+        -- keep rows inline and uncompressed up to a page: no TOAST lookups when reading histograms
+        EXECUTE format('ALTER TABLE %I SET (toast_tuple_target = 8160)', v.name);
+        EXECUTE format('ALTER TABLE %I ALTER COLUMN hist SET STORAGE EXTERNAL', v.name);
+        -- the unique key leads with what queries filter on: the bucket, or service and endpoint
+        IF v.dims IN ('ep', 'epcon') THEN
+            EXECUTE format('CREATE UNIQUE INDEX %I ON %I (service, endpoint, bucket, method, consumer, node, context)'
+                           ' NULLS NOT DISTINCT', v.name || '_key', v.name);
+            EXECUTE format('CREATE INDEX %I ON %I (bucket)', v.name || '_bucket', v.name);
+        ELSE
+            EXECUTE format('CREATE UNIQUE INDEX %I ON %I (bucket, service, consumer, node, context, method, endpoint)'
+                           ' NULLS NOT DISTINCT', v.name || '_key', v.name);
+        END IF;
+
+        -- read view: folded rows plus still-pending partial rows projected to the level, so a
+        -- record is visible at every level as soon as ingest answers
+        service_x := CASE WHEN v.dims = 'all' THEN '''''::text' ELSE 'service' END;
         node_x := CASE WHEN v.dims = 'nc' THEN 'node' ELSE 'NULL::text' END;
         context_x := CASE WHEN v.dims = 'nc' THEN 'context' ELSE 'NULL::text' END;
         method_x := CASE WHEN v.dims IN ('ep', 'epcon') THEN 'method' ELSE '''''::text' END;
@@ -110,45 +117,117 @@ BEGIN
         consumer_x := CASE WHEN v.dims IN ('con', 'epcon') THEN 'consumer' ELSE '''''::text' END;
         EXECUTE format($q$
             CREATE VIEW %1$I AS
-                SELECT bucket, service, node, method, endpoint, consumer, context, status,
-                       n, sum_ms, min_ms, max_ms, hist
+                SELECT bucket, service, node, method, endpoint, consumer, context,
+                       n, err, n2, s2, lo2, hi2, st_codes, st_counts, hist
                 FROM %2$I
                 UNION ALL
                 SELECT date_bin(%3$L::interval, bucket, timestamptz '2000-01-01 00:00:00+00'),
-                       service, %4$s, %5$s, %6$s, %7$s, %8$s, status, n, sum_ms, min_ms, max_ms,
-                       CASE WHEN status BETWEEN 200 AND 299 THEN malti_hist_pack(lat_keys, lat_counts) END
+                       %4$s, %5$s, %6$s, %7$s, %8$s, %9$s,
+                       n,
+                       CASE WHEN status >= 400 AND status <> 401 THEN n ELSE 0 END,
+                       CASE WHEN status BETWEEN 200 AND 299 THEN n ELSE 0 END,
+                       CASE WHEN status BETWEEN 200 AND 299 THEN sum_ms END,
+                       CASE WHEN status BETWEEN 200 AND 299 THEN min_ms END,
+                       CASE WHEN status BETWEEN 200 AND 299 THEN max_ms END,
+                       ARRAY[status], ARRAY[n::integer],
+                       CASE WHEN status BETWEEN 200 AND 299 THEN malti_cells_pack(malti_cells(lat_keys, lat_counts)) END
                 FROM rollup_pending
-        $q$, v.name || '_all', v.name, v.width, node_x, method_x, endpoint_x, consumer_x, context_x);
+        $q$, v.name || '_all', v.name, v.width, service_x, node_x, method_x, endpoint_x, consumer_x, context_x);
     END LOOP;
 END
 $$;
 
--- The full-dimension levels of 001 with the same uniform columns (histogram packed on the fly).
+DROP TABLE malti_coarse_template;
+
+-- The full-dimension levels of 001 with the same columns (histograms packed on the fly: these
+-- serve only queries filtering by node or context together with other dimensions).
 CREATE VIEW rollup_full_5min_all AS
-    SELECT bucket, service, node, method, endpoint, consumer, context, status, n, sum_ms, min_ms, max_ms,
-           CASE WHEN status BETWEEN 200 AND 299 THEN malti_hist_pack(lat_keys, lat_counts) END AS hist
+    SELECT bucket, service, node, method, endpoint, consumer, context, n,
+           CASE WHEN status >= 400 AND status <> 401 THEN n ELSE 0 END AS err,
+           CASE WHEN status BETWEEN 200 AND 299 THEN n ELSE 0 END AS n2,
+           CASE WHEN status BETWEEN 200 AND 299 THEN sum_ms END AS s2,
+           CASE WHEN status BETWEEN 200 AND 299 THEN min_ms END AS lo2,
+           CASE WHEN status BETWEEN 200 AND 299 THEN max_ms END AS hi2,
+           ARRAY[status] AS st_codes, ARRAY[n::integer] AS st_counts,
+           CASE WHEN status BETWEEN 200 AND 299 THEN malti_cells_pack(malti_cells(lat_keys, lat_counts)) END AS hist
     FROM rollup_5min_all;
 CREATE VIEW rollup_full_1h_all AS
-    SELECT bucket, service, node, method, endpoint, consumer, context, status, n, sum_ms, min_ms, max_ms,
-           CASE WHEN status BETWEEN 200 AND 299 THEN malti_hist_pack(lat_keys, lat_counts) END AS hist
+    SELECT bucket, service, node, method, endpoint, consumer, context, n,
+           CASE WHEN status >= 400 AND status <> 401 THEN n ELSE 0 END AS err,
+           CASE WHEN status BETWEEN 200 AND 299 THEN n ELSE 0 END AS n2,
+           CASE WHEN status BETWEEN 200 AND 299 THEN sum_ms END AS s2,
+           CASE WHEN status BETWEEN 200 AND 299 THEN min_ms END AS lo2,
+           CASE WHEN status BETWEEN 200 AND 299 THEN max_ms END AS hi2,
+           ARRAY[status] AS st_codes, ARRAY[n::integer] AS st_counts,
+           CASE WHEN status BETWEEN 200 AND 299 THEN malti_cells_pack(malti_cells(lat_keys, lat_counts)) END AS hist
     FROM rollup_1h_all;
 
--- Fold malti_src (the partial rows being compacted) into one rollup table after projecting it to
--- that table's granularity and dimensions.
-CREATE FUNCTION malti_fold_level(target regclass, width interval, dims text) RETURNS void
+-- Fold malti_src (the partial rows being compacted) into one coarse level: project to the level's
+-- bucket width and dimensions, sum counts per status and histogram cells per key, then upsert in
+-- key order (concurrent folds cannot deadlock). E'\x01' stands in for NULL in join keys (ingest
+-- strips control characters, so it never occurs in stored text).
+CREATE FUNCTION malti_fold_coarse(target regclass, width interval, dims text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    DELETE FROM malti_moved;
-    INSERT INTO malti_moved
-    SELECT date_bin(width, bucket, timestamptz '2000-01-01 00:00:00+00'), service,
-           CASE WHEN dims IN ('full', 'nc') THEN node END,
-           CASE WHEN dims IN ('full', 'ep', 'epcon') THEN method ELSE '' END,
-           CASE WHEN dims IN ('full', 'ep', 'epcon') THEN endpoint ELSE '' END,
-           CASE WHEN dims IN ('full', 'con', 'epcon') THEN consumer ELSE '' END,
-           CASE WHEN dims IN ('full', 'nc') THEN context END,
-           status, n, sum_ms, min_ms, max_ms, lat_keys, lat_counts
-    FROM malti_src;
-    PERFORM malti_fold_into(target);
+    EXECUTE format($q$
+        WITH src AS (
+            SELECT date_bin($1, bucket, timestamptz '2000-01-01 00:00:00+00') AS bucket,
+                   CASE WHEN $2 = 'all' THEN '' ELSE service END AS service,
+                   CASE WHEN $2 = 'nc' THEN coalesce(node, E'\x01') ELSE E'\x01' END AS node_k,
+                   CASE WHEN $2 IN ('ep', 'epcon') THEN method ELSE '' END AS method,
+                   CASE WHEN $2 IN ('ep', 'epcon') THEN endpoint ELSE '' END AS endpoint,
+                   CASE WHEN $2 IN ('con', 'epcon') THEN consumer ELSE '' END AS consumer,
+                   CASE WHEN $2 = 'nc' THEN coalesce(context, E'\x01') ELSE E'\x01' END AS context_k,
+                   status, n, sum_ms, min_ms, max_ms, lat_keys, lat_counts
+            FROM malti_src
+        ), per_status AS (
+            SELECT bucket, service, node_k, method, endpoint, consumer, context_k, status,
+                   sum(n) AS n, sum(sum_ms) AS s, min(min_ms) AS lo, max(max_ms) AS hi
+            FROM src GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+        ), totals AS (
+            SELECT bucket, service, node_k, method, endpoint, consumer, context_k,
+                   sum(n)::bigint AS n,
+                   coalesce(sum(n) FILTER (WHERE status >= 400 AND status <> 401), 0)::bigint AS err,
+                   coalesce(sum(n) FILTER (WHERE status BETWEEN 200 AND 299), 0)::bigint AS n2,
+                   sum(s) FILTER (WHERE status BETWEEN 200 AND 299) AS s2,
+                   min(lo) FILTER (WHERE status BETWEEN 200 AND 299) AS lo2,
+                   max(hi) FILTER (WHERE status BETWEEN 200 AND 299) AS hi2,
+                   array_agg(status ORDER BY status) AS codes,
+                   array_agg(n::integer ORDER BY status) AS counts
+            FROM per_status GROUP BY 1, 2, 3, 4, 5, 6, 7
+        ), cells AS (
+            SELECT bucket, service, node_k, method, endpoint, consumer, context_k, u.k, sum(u.c)::bigint AS c
+            FROM src, unnest(lat_keys, lat_counts) AS u(k, c)
+            WHERE status BETWEEN 200 AND 299
+            GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+        ), hists AS (
+            SELECT bucket, service, node_k, method, endpoint, consumer, context_k,
+                   array_agg((k::bigint << 32) | c ORDER BY k) AS cells
+            FROM cells GROUP BY 1, 2, 3, 4, 5, 6, 7
+        )
+        INSERT INTO %s AS r (bucket, service, node, method, endpoint, consumer, context,
+                             n, err, n2, s2, lo2, hi2, st_codes, st_counts, lat_cells)
+        SELECT t.bucket, t.service, nullif(t.node_k, E'\x01'), t.method, t.endpoint, t.consumer,
+               nullif(t.context_k, E'\x01'), t.n, t.err, t.n2, t.s2, t.lo2, t.hi2, t.codes, t.counts,
+               coalesce(h.cells, '{}')
+        FROM totals AS t
+        LEFT JOIN hists AS h USING (bucket, service, node_k, method, endpoint, consumer, context_k)
+        ORDER BY t.bucket, t.service, t.node_k, t.method, t.endpoint, t.consumer, t.context_k
+        ON CONFLICT (bucket, service, node, method, endpoint, consumer, context) DO UPDATE
+        SET n = r.n + EXCLUDED.n,
+            err = r.err + EXCLUDED.err,
+            n2 = r.n2 + EXCLUDED.n2,
+            s2 = CASE WHEN r.s2 IS NULL THEN EXCLUDED.s2 WHEN EXCLUDED.s2 IS NULL THEN r.s2
+                      ELSE r.s2 + EXCLUDED.s2 END,
+            lo2 = least(r.lo2, EXCLUDED.lo2),
+            hi2 = greatest(r.hi2, EXCLUDED.hi2),
+            (st_codes, st_counts) = (SELECT m.keys, m.counts
+                                     FROM malti_hist_merge(r.st_codes, r.st_counts,
+                                                           EXCLUDED.st_codes, EXCLUDED.st_counts) AS m),
+            lat_cells = CASE WHEN cardinality(EXCLUDED.lat_cells) = 0 THEN r.lat_cells
+                             WHEN cardinality(r.lat_cells) = 0 THEN EXCLUDED.lat_cells
+                             ELSE malti_cells_merge(r.lat_cells, EXCLUDED.lat_cells) END
+    $q$, target) USING width, dims;
 END
 $$;
 
@@ -165,22 +244,28 @@ BEGIN
     INSERT INTO malti_src SELECT * FROM d;
     GET DIAGNOSTICS moved = ROW_COUNT;
     IF moved > 0 THEN
+        -- 001's full-dimension levels, exactly as its own compactor did
         CREATE TEMP TABLE malti_moved (LIKE rollup_pending) ON COMMIT DROP;
-        PERFORM malti_fold_level('rollup_5min', '5 minutes', 'full');
-        PERFORM malti_fold_level('rollup_1h', '1 hour', 'full');
-        PERFORM malti_fold_level('rollup_svc_5min', '5 minutes', 'svc');
-        PERFORM malti_fold_level('rollup_svc_1h', '1 hour', 'svc');
-        PERFORM malti_fold_level('rollup_ep_5min', '5 minutes', 'ep');
-        PERFORM malti_fold_level('rollup_ep_1h', '1 hour', 'ep');
-        PERFORM malti_fold_level('rollup_ep_1d', '1 day', 'ep');
-        PERFORM malti_fold_level('rollup_con_5min', '5 minutes', 'con');
-        PERFORM malti_fold_level('rollup_con_1h', '1 hour', 'con');
-        PERFORM malti_fold_level('rollup_con_1d', '1 day', 'con');
-        PERFORM malti_fold_level('rollup_epcon_1h', '1 hour', 'epcon');
-        PERFORM malti_fold_level('rollup_epcon_1d', '1 day', 'epcon');
-        PERFORM malti_fold_level('rollup_nc_1h', '1 hour', 'nc');
-        PERFORM malti_fold_level('rollup_nc_1d', '1 day', 'nc');
+        INSERT INTO malti_moved SELECT * FROM malti_src;
+        PERFORM malti_fold_into('rollup_5min');
+        UPDATE malti_moved SET bucket = date_trunc('hour', bucket);
+        PERFORM malti_fold_into('rollup_1h');
         DROP TABLE malti_moved;
+        PERFORM malti_fold_coarse('rollup_all_5min', '5 minutes', 'all');
+        PERFORM malti_fold_coarse('rollup_all_1h', '1 hour', 'all');
+        PERFORM malti_fold_coarse('rollup_svc_5min', '5 minutes', 'svc');
+        PERFORM malti_fold_coarse('rollup_svc_1h', '1 hour', 'svc');
+        PERFORM malti_fold_coarse('rollup_svc_1d', '1 day', 'svc');
+        PERFORM malti_fold_coarse('rollup_ep_5min', '5 minutes', 'ep');
+        PERFORM malti_fold_coarse('rollup_ep_1h', '1 hour', 'ep');
+        PERFORM malti_fold_coarse('rollup_ep_1d', '1 day', 'ep');
+        PERFORM malti_fold_coarse('rollup_con_5min', '5 minutes', 'con');
+        PERFORM malti_fold_coarse('rollup_con_1h', '1 hour', 'con');
+        PERFORM malti_fold_coarse('rollup_con_1d', '1 day', 'con');
+        PERFORM malti_fold_coarse('rollup_epcon_1h', '1 hour', 'epcon');
+        PERFORM malti_fold_coarse('rollup_epcon_1d', '1 day', 'epcon');
+        PERFORM malti_fold_coarse('rollup_nc_1h', '1 hour', 'nc');
+        PERFORM malti_fold_coarse('rollup_nc_1d', '1 day', 'nc');
     END IF;
     DROP TABLE malti_src;
     RETURN moved;

@@ -35,15 +35,17 @@ SEC_SUMMARY, SEC_TS, SEC_ENDPOINTS, SEC_CONSUMERS, SEC_STATUS, SEC_NODES = range
 _IS_2XX = "status BETWEEN 200 AND 299"
 _IS_ERROR = "status >= 400 AND status <> 401"
 
-_ROLLUP_AGG = f"""sum(n)::bigint AS n,
-       coalesce(sum(n) FILTER (WHERE {_IS_ERROR}), 0)::bigint AS err,
-       coalesce(sum(n) FILTER (WHERE {_IS_2XX}), 0)::bigint AS n2,
-       sum(sum_ms) FILTER (WHERE {_IS_2XX}) AS s2,
-       min(min_ms) FILTER (WHERE {_IS_2XX}) AS lo2,
-       max(max_ms) FILTER (WHERE {_IS_2XX}) AS hi2,
+_ROLLUP_AGG = """sum(n)::bigint AS n,
+       sum(err)::bigint AS err,
+       sum(n2)::bigint AS n2,
+       sum(s2) AS s2,
+       min(lo2) AS lo2,
+       max(hi2) AS hi2,
        string_agg(hist, ''::bytea) AS blob,
-       string_agg(substring(hist FROM 13 FOR 4), ''::bytea) AS cells,
        NULL::float8[] AS q"""
+
+_COUNTS_AGG = """sum(c)::bigint, 0::bigint, 0::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::bytea,
+       NULL::float8[]"""
 
 _RAW_AGG = f"""count(*)::bigint AS n,
        count(*) FILTER (WHERE {_IS_ERROR})::bigint AS err,
@@ -51,7 +53,7 @@ _RAW_AGG = f"""count(*)::bigint AS n,
        sum(response_time) FILTER (WHERE {_IS_2XX}) AS s2,
        min(response_time) FILTER (WHERE {_IS_2XX}) AS lo2,
        max(response_time) FILTER (WHERE {_IS_2XX}) AS hi2,
-       NULL::bytea AS blob, NULL::bytea AS cells,
+       NULL::bytea AS blob,
        percentile_cont(ARRAY[{', '.join(map(str, QS))}]::float8[]) WITHIN GROUP (ORDER BY response_time)
            FILTER (WHERE {_IS_2XX}) AS q"""
 
@@ -84,7 +86,8 @@ def build_rollup_sql(q: MetricsQuery) -> tuple[str, list[Any]]:
     f = q.filters.dims()
     a, b = q.first_bucket, q.stop
     step = q.step
-    ts_level = pick_level(step, f)
+    per_service = q.filters.service is not None or q.filters.services is not None
+    ts_level = pick_level(step, f, per_service)
     assert ts_level is not None
     ts_conds = [time_condition("bucket", [(a, b)], binds)] + filter_conditions(q.filters, binds, ts_level.dims)
     ts_source = f"(SELECT * FROM {ts_level.view} WHERE {' AND '.join(ts_conds)}) AS src"
@@ -97,10 +100,11 @@ def build_rollup_sql(q: MetricsQuery) -> tuple[str, list[Any]]:
         _section(SEC_CONSUMERS, "NULL::timestamptz, consumer, NULL::text, NULL::text, NULL::int", _ROLLUP_AGG,
                  _rollup_source(q, a, b, step, f | {"consumer"}, binds), "consumer",
                  f"ORDER BY n DESC, consumer LIMIT {TOP_N}\n"),
-        _section(SEC_STATUS, "NULL::timestamptz, service, NULL::text, NULL::text, status::int", _ROLLUP_AGG,
-                 _rollup_source(q, a, b, step, f, binds), "service, status"),
+        _section(SEC_STATUS, "NULL::timestamptz, service, NULL::text, NULL::text, code::int", _COUNTS_AGG,
+                 _rollup_source(q, a, b, step, f, binds) + ", unnest(st_codes, st_counts) AS st(code, c)",
+                 "service, code"),
         _section(SEC_NODES, "NULL::timestamptz, node, context, NULL::text, NULL::int",
-                 "0::bigint, 0::bigint, 0::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::bytea, NULL::bytea, NULL::float8[]",
+                 "0::bigint, 0::bigint, 0::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::bytea, NULL::float8[]",
                  _rollup_source(q, floor_time(a, HOUR), ceil_time(b, HOUR), HOUR,
                                 frozenset({"node", "context"}), binds, service_only=True),
                  "node, context"),
@@ -132,7 +136,7 @@ def build_raw_sql(q: MetricsQuery) -> tuple[str, list[Any]]:
         _section(SEC_STATUS, "NULL::timestamptz, service, NULL::text, NULL::text, status::int", _RAW_AGG, "base",
                  "service, status"),
         _section(SEC_NODES, "NULL::timestamptz, node, context, NULL::text, NULL::int",
-                 "0::bigint, 0::bigint, 0::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::bytea, NULL::bytea, NULL::float8[]",
+                 "0::bigint, 0::bigint, 0::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::bytea, NULL::float8[]",
                  "(SELECT node, context FROM requests WHERE " + " AND ".join(node_conds) + ") AS src",
                  "node, context"),
     ]
@@ -206,7 +210,7 @@ def _groups(rows: list[asyncpg.Record]) -> tuple[list[_Group], np.ndarray | None
             qs = list(r["q"]) if r["q"] is not None else [None, None, None]
             out.append(_Group(r["n"], r["err"], r["n2"], _f(r["s2"]), _f(r["lo2"]), _f(r["hi2"]), [_f(x) for x in qs]))
         return out, None
-    dense = packed.merge_blobs([r["blob"] for r in rows], [r["cells"] for r in rows])
+    dense = packed.merge_blobs([r["blob"] for r in rows])
     lo = np.array([np.nan if r["lo2"] is None else r["lo2"] for r in rows], dtype=np.float64)
     hi = np.array([np.nan if r["hi2"] is None else r["hi2"] for r in rows], dtype=np.float64)
     est = packed.quantiles(dense, lo, hi, QS)

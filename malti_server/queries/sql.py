@@ -22,6 +22,7 @@ class Level:
     view: str
     width: timedelta
     dims: frozenset[str]
+    per_service: bool = True  # False: every service merged (only for readers of all services)
 
 
 def _level(view: str, width: timedelta, *dims: str) -> Level:
@@ -31,12 +32,14 @@ def _level(view: str, width: timedelta, *dims: str) -> Level:
 # Smallest first: the first level keeping every needed dimension is the cheapest to read.
 LEVELS: dict[timedelta, list[Level]] = {
     FIVE_MINUTES: [
+        Level("rollup_all_5min_all", FIVE_MINUTES, frozenset(), per_service=False),
         _level("rollup_svc_5min_all", FIVE_MINUTES),
         _level("rollup_con_5min_all", FIVE_MINUTES, "consumer"),
         _level("rollup_ep_5min_all", FIVE_MINUTES, "method", "endpoint"),
         _level("rollup_full_5min_all", FIVE_MINUTES, "*"),
     ],
     HOUR: [
+        Level("rollup_all_1h_all", HOUR, frozenset(), per_service=False),
         _level("rollup_svc_1h_all", HOUR),
         _level("rollup_nc_1h_all", HOUR, "node", "context"),
         _level("rollup_con_1h_all", HOUR, "consumer"),
@@ -45,6 +48,7 @@ LEVELS: dict[timedelta, list[Level]] = {
         _level("rollup_full_1h_all", HOUR, "*"),
     ],
     DAY: [
+        _level("rollup_svc_1d_all", DAY),
         _level("rollup_nc_1d_all", DAY, "node", "context"),
         _level("rollup_con_1d_all", DAY, "consumer"),
         _level("rollup_ep_1d_all", DAY, "method", "endpoint"),
@@ -53,9 +57,10 @@ LEVELS: dict[timedelta, list[Level]] = {
 }
 
 
-def pick_level(width: timedelta, need: frozenset[str]) -> Level | None:
+def pick_level(width: timedelta, need: frozenset[str], per_service: bool = True) -> Level | None:
+    """The cheapest level at ``width`` keeping ``need`` (and each service apart if ``per_service``)."""
     for level in LEVELS[width]:
-        if need <= level.dims:
+        if need <= level.dims and (level.per_service or not per_service):
             return level
     return None
 
@@ -63,19 +68,20 @@ def pick_level(width: timedelta, need: frozenset[str]) -> Level | None:
 Interval = tuple[datetime, datetime]
 
 
-def plan_sources(start: datetime, stop: datetime, finest: timedelta, need: frozenset[str]) -> list[tuple[Level, list[Interval]]]:
+def plan_sources(start: datetime, stop: datetime, finest: timedelta, need: frozenset[str],
+                 per_service: bool = True) -> list[tuple[Level, list[Interval]]]:
     """Cover [start, stop) (aligned to ``finest``) with the coarsest buckets that fit inside it:
     whole days from a 1-day level, whole hours from a 1-hour level, the rest at ``finest``."""
     out: list[tuple[Level, list[Interval]]] = []
     if start >= stop:
         return out
     d0, d1 = ceil_time(start, DAY), floor_time(stop, DAY)
-    day_level = pick_level(DAY, need) if d0 < d1 else None
+    day_level = pick_level(DAY, need, per_service) if d0 < d1 else None
     if finest == HOUR:
         h0, h1 = start, stop
     else:
         h0, h1 = ceil_time(start, HOUR), floor_time(stop, HOUR)
-    hour_level = pick_level(HOUR, need)
+    hour_level = pick_level(HOUR, need, per_service)
     hour_ints: list[Interval] = []
     if day_level is not None:
         out.append((day_level, [(d0, d1)]))
@@ -89,7 +95,7 @@ def plan_sources(start: datetime, stop: datetime, finest: timedelta, need: froze
     if finest == FIVE_MINUTES:
         five = [(start, h0), (h1, stop)] if h0 < h1 else [(start, stop)]
         five = [iv for iv in five if iv[0] < iv[1]]
-        level = pick_level(FIVE_MINUTES, need)
+        level = pick_level(FIVE_MINUTES, need, per_service)
         assert level is not None
         if five:
             out.append((level, five))
