@@ -76,6 +76,38 @@ def test_missing_requests_field_is_refused(malti_server):
         assert r.status_code in (400, 422), (payload, r.text)
 
 
+def test_invalid_utf8_in_body_is_400(malti_server):
+    ep = unique()
+    payload = body(record(endpoint=ep, consumer="web-app")).replace(b"web-app", b"w\xe9b")
+    r = post_raw(malti_server, payload, service_headers(malti_server))
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"]
+    assert nothing_stored(malti_server, ep)
+
+
+def test_deeply_nested_json_is_400(malti_server):
+    payload = b'{"requests": [' + b"[" * 10000 + b"]" * 10000 + b"]}"
+    r = post_raw(malti_server, payload, service_headers(malti_server))
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"]
+
+
+def test_number_out_of_range_is_refused_not_500(malti_server):
+    ep = unique()
+    payload = body(record(endpoint=ep, response_time=1.0)).replace(b'"response_time":1.0', b'"response_time":1e400')
+    assert b"1e400" in payload
+    r = post_raw(malti_server, payload, service_headers(malti_server))
+    assert r.status_code in (400, 422), r.text
+    assert r.json()["detail"]
+    assert nothing_stored(malti_server, ep)
+
+
+def test_nan_literal_is_400(malti_server):
+    payload = body(record(response_time=1.0)).replace(b'"response_time":1.0', b'"response_time":NaN')
+    r = post_raw(malti_server, payload, service_headers(malti_server))
+    assert r.status_code == 400, r.text
+
+
 # --- 401 ---------------------------------------------------------------------------------------
 
 
