@@ -241,9 +241,9 @@ class EmbeddedServer:
             time.sleep(0.2)
         raise AssertionError("embedded server did not become healthy:\n" + self.log_path.read_text())
 
-    def terminate(self, timeout: float = 60) -> int:
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout)
         finally:
@@ -297,8 +297,10 @@ def test_embedded_mode_keeps_data_across_restarts_and_stops_postgres(tmp_path, c
         versions = server.sql("SELECT version, count(*) AS n FROM schema_migrations GROUP BY 1")
         assert all(r["n"] == 1 for r in versions)
 
-        assert server.terminate() == 0
-        assert postgres_processes_for(data_dir) == []
+        # Ctrl-C stops it as cleanly as SIGTERM.
+        assert server.terminate(signal.SIGINT) == 0
+        assert postgres_processes_for(data_dir) == [], "embedded PostgreSQL left running after Ctrl-C"
+        assert "Traceback" not in server.log_path.read_text()
     finally:
         server.kill()
         for pid in postgres_processes_for(data_dir):  # only processes of this test's own data dir

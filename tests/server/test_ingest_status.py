@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 
+import httpx
 import orjson
 import pytest
 
@@ -307,6 +308,20 @@ def test_body_over_max_body_bytes_is_413(small_limits_server):
     # Within the limit the same records are fine.
     r = post_raw(server, body(*[record(endpoint=ep) for _ in range(4)]), service_headers(server))
     assert r.status_code == 200, r.text
+
+
+def test_chunked_body_over_limit_is_413(small_limits_server):
+    server = small_limits_server
+    ep = unique()
+    payload = body(*[record(endpoint=ep, consumer="c" * 100) for _ in range(4)]) + b" " * 8000
+
+    def chunks():
+        for i in range(0, len(payload), 1000):
+            yield payload[i:i + 1000]
+
+    r = httpx.post(server.url + "/api/v1/ingest", content=chunks(), headers=service_headers(server), timeout=30)
+    assert r.status_code == 413, r.text
+    assert nothing_stored(server, ep)
 
 
 def test_gzip_bomb_over_limit_after_decompression_is_413(small_limits_server):
