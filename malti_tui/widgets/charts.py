@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from rich.text import Text
 from textual_plotext import PlotextPlot
 
 from ..data import Bucket, ConsumerStat
@@ -84,7 +85,9 @@ class _Chart(PlotextPlot):
     def __init__(self, title: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.chart_title = title
-        self._drawn_size: tuple[int, int] | None = None
+        self._version = 0
+        self._cache_key: tuple | None = None
+        self._cached: Text | None = None
 
     def on_resize(self) -> None:
         self.redraw()
@@ -95,7 +98,24 @@ class _Chart(PlotextPlot):
         plt.clear_figure()
         plt.title(self.chart_title)
         self.draw(plt)
+        self._version += 1
         self.refresh()
+
+    def has_data(self) -> bool:
+        """Whether there is anything to plot yet."""
+        return True
+
+    def render(self) -> Text:
+        # Building a plotext figure takes tens of milliseconds: build once per
+        # data, size and theme, not on every repaint (hover, focus, timers).
+        key = (self._version, self.size, self.app.theme, self.theme)
+        if key != self._cache_key or self._cached is None:
+            if not self.has_data():
+                self._cached = Text(self.chart_title + " – waiting for data", style="dim", justify="center")
+            else:
+                self._cached = super().render()
+            self._cache_key = key
+        return self._cached
 
     def draw(self, plt) -> None:  # pragma: no cover - overridden
         """Draw the data on ``plt``."""
@@ -115,6 +135,9 @@ class LatencyChart(_Chart):
         """Plot ``buckets``."""
         self._buckets = list(buckets)
         self.redraw()
+
+    def has_data(self) -> bool:
+        return bool(self._buckets)
 
     def draw(self, plt) -> None:
         buckets = thin(self._buckets, self._points())
@@ -146,6 +169,9 @@ class RequestsChart(_Chart):
         self._buckets = list(buckets)
         self.redraw()
 
+    def has_data(self) -> bool:
+        return bool(self._buckets)
+
     def draw(self, plt) -> None:
         buckets = thin(self._buckets, self._points())
         if not buckets:
@@ -172,6 +198,9 @@ class ConsumersChart(_Chart):
         """Plot the first ``top`` of ``consumers``."""
         self._consumers = list(consumers)
         self.redraw()
+
+    def has_data(self) -> bool:
+        return bool(self._consumers)
 
     def draw(self, plt) -> None:
         rows = max(1, (self.size.height - 4) // 2) if self.size.height else self.top
