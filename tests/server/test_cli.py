@@ -308,3 +308,43 @@ def test_embedded_mode_keeps_data_across_restarts_and_stops_postgres(tmp_path, c
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_quick_start_init_config_then_serve_from_the_same_folder(tmp_path, pg_admin_url):
+    """`malti-server init-config` then `malti-server` in one folder: the default paths meet."""
+    result = run_cli("init-config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "config" / "malti.toml").exists()
+    keys = parse_printed_keys(result.stdout)
+    [(service, (_, service_key))] = [(n, k) for n, k in keys.items() if k[0] == "service"]
+
+    database_url = create_database(pg_admin_url)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MALTI_CONFIG_PATH")}
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "malti_server", "--port", str(port), "--database-url",
+                                 database_url, "--log-level", "warning"],
+                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.2)
+        r = httpx.post(url + "/api/v1/ingest", json={"requests": [record(service)]},
+                       headers={"X-API-Key": service_key}, timeout=30)
+        assert r.status_code == 200, r.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        drop_database(pg_admin_url, database_url)

@@ -200,3 +200,15 @@ def test_auth_test_is_limited_to_auth_test_rate_per_ip(start_server):
     assert int(r.headers["Retry-After"]) >= 1
     # Only the auth test endpoint is limited: ingest still works from the same address.
     assert ingest_status(server, SERVICE_KEYS["auth-service"]) == 200
+
+
+def test_reload_reaches_every_worker(start_server):
+    server = start_server(workers=2)
+    new_key = "two-worker-key-0123456789"
+    write_config(server.config_path, config_toml(services={**SERVICE_KEYS, "new-service": new_key}))
+    assert wait_until(lambda: ingest_status(server, new_key, "new-service") == 200, RELOAD_TIMEOUT)
+    # Whichever worker answers (a new connection each time), the key is known: allow each worker a
+    # moment to notice the change, then every request must pass.
+    assert wait_until(lambda: all(ingest_status(server, new_key, "new-service") == 200 for _ in range(10)),
+                      RELOAD_TIMEOUT)
+    assert all(ingest_status(server, new_key, "new-service") == 200 for _ in range(20))
