@@ -80,6 +80,8 @@ def test_invalid_config_names_the_offending_key(tmp_path):
     ('[retention]\nraw = "forever"\n', "retention.raw"),
     ('[limits]\ningest_rate = "lots"\n', "limits.ingest_rate"),
     ('[dashboard.thresholds]\nlatency_success_threshold = "fast"\n', "dashboard.thresholds.latency_success_threshold"),
+    ('[services.a]\napi_key = "same-key-0123456789"\n[users.b]\napi_key = "same-key-0123456789"\n', "users.b"),
+    ('[users.c]\napi_key_sha256 = "not-hex"\n', "users.c.api_key_sha256"),
 ])
 def test_invalid_config_values_name_the_key(tmp_path, text, key):
     path = tmp_path / "bad.toml"
