@@ -221,7 +221,8 @@ class Malti:
 
 def _title(base: str, filters: dict[str, Any]) -> str:
     chosen = ", ".join(f"{name}={value}" for name, value in filters.items() if value)
-    return f"{base} — {chosen}" if chosen else base
+    # "$" would start matplotlib mathtext (and a malformed formula fails at draw time): show it literally
+    return f"{base} — {chosen}".replace("$", r"\$") if chosen else base
 
 
 def connect(url: str | None = None, api_key: str | None = None, *, timeout: float = 30.0) -> Malti:

@@ -139,3 +139,9 @@ def test_unknown_keyword_is_a_clear_error(m):
 
     with pytest.raises(MaltiUsageError, match="servce"):
         m.timeseries(servce="auth-service")
+
+
+def test_plot_titles_show_filter_values_literally(m):
+    figure = m.plot_requests(**LAST_3_HOURS, consumer=r"$\frac{broken$")
+    figure.canvas.draw()  # a mathtext parse would fail here
+    assert r"\frac{broken" in figure.axes[0].get_title(loc="left")
