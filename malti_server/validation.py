@@ -102,17 +102,31 @@ def decode_batch(body: bytes) -> list[Record]:
     """Decode a JSON body into records, raising :class:`BatchError` (400/422) with every problem."""
     try:
         batch = _batch_decoder.decode(body)
-    except msgspec.ValidationError:
-        raise _collect_errors(body) from None
+    except msgspec.ValidationError as exc:
+        raise _collect_errors(body, exc) from None
     except msgspec.DecodeError as exc:
         raise BatchError(400, f"Malformed JSON body: {exc}") from None
+    except UnicodeDecodeError:
+        raise BatchError(400, "Body is not valid UTF-8 JSON") from None
+    except RecursionError:
+        raise BatchError(400, "Malformed JSON body: nested too deeply") from None
     if not batch.requests:
         raise BatchError(400, "Empty batch: 'requests' must hold at least one record")
     return batch.requests
 
 
-def _collect_errors(body: bytes) -> BatchError:
-    data = _any_decoder.decode(body)
+def _collect_errors(body: bytes, first: msgspec.ValidationError) -> BatchError:
+    try:
+        data = _any_decoder.decode(body)
+    except RecursionError:
+        return BatchError(400, "Malformed JSON body: nested too deeply")
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return BatchError(400, f"Malformed JSON body: {exc}")
+    except msgspec.ValidationError:
+        # Not decodable even as plain JSON (e.g. a number out of range): report the typed error.
+        index, field = _error_location(str(first))
+        return BatchError(422, f"Invalid batch: {_describe(str(first))}; nothing was stored",
+                          [{"index": index, "field": field, "error": _describe(str(first))}])
     if not isinstance(data, dict):
         return BatchError(400, "Body must be a JSON object like {\"requests\": [...]}")
     items = data.get("requests")
