@@ -41,7 +41,7 @@ def normalize_method(method: str) -> str:
 
 
 #: records encoded between two yields to the event loop (each chunk: a few hundred µs).
-CHUNK = 200
+CHUNK = 100
 #: bodies smaller than this are sent uncompressed (gzip would not pay for itself).
 GZIP_MIN_BYTES = 1024
 
@@ -99,68 +99,54 @@ class TelemetryRecord:
         )
 
 
-class _JsonStrings:
-    """JSON-encoded text, memoised: endpoints, methods and consumers repeat a lot."""
-
-    __slots__ = ("_cache", "_limit")
-
-    def __init__(self, limit: int = 20_000) -> None:
-        self._cache: dict[Any, str] = {}
-        self._limit = limit
-
-    def __call__(self, value: Any) -> str:
-        cache = self._cache
-        encoded = cache.get(value)
-        if encoded is None:
-            if value is None:
-                return "null"
-            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-            encoded = json.dumps(text)
-            if len(cache) >= self._limit:
-                cache.clear()  # bounded: high-cardinality consumers must not grow memory
-            cache[value] = encoded
-        return encoded
-
-
-class _Timestamps:
-    """``created_at`` text in UTC with microseconds; the per-second prefix is memoised."""
-
-    __slots__ = ("_second", "_prefix")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
-
-    def __call__(self, stamp: float) -> str:
-        second = int(stamp)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        micros = int((stamp - second) * 1_000_000)
-        if micros > 999_999:
-            micros = 999_999
-        return f"{self._prefix}.{micros:06d}Z"
+def _json_text(value: Any) -> str:
+    if value is None:
+        return "null"
+    return json.dumps(value.decode("latin-1") if isinstance(value, bytes) else str(value))
 
 
 class RecordEncoder:
-    """Turns buffered rows into ingest request bodies."""
+    """Turns buffered rows into ingest request bodies.
+
+    Records of one batch mostly repeat the same method, endpoint, status, consumer and
+    context: the JSON text of those fields is memoised as one prefix per combination,
+    so a record costs one dict lookup and one small format.
+    """
+
+    _PREFIX_LIMIT = 20_000
 
     def __init__(self) -> None:
-        self._strings = _JsonStrings()
-        self._stamps = _Timestamps()
+        self._prefixes: dict[tuple, str] = {}
+        self._seconds: dict[int, str] = {}
+        self._head_key: tuple = ()
+        self._head = ""
 
     def encode_rows(self, rows: Iterable[Row], service: str, node: str | None) -> str:
         """Comma-joined JSON objects for ``rows`` (no surrounding brackets)."""
-        js = self._strings
-        stamp = self._stamps
-        head = '{"service":%s,"node":%s,"method":' % (js(service), js(node))
+        if self._head_key != (service, node):
+            self._head_key = (service, node)
+            self._head = '{"service":%s,"node":%s,"method":' % (_json_text(service), _json_text(node))
+            self._prefixes.clear()
+        prefixes = self._prefixes
+        seconds = self._seconds
+        head = self._head
         parts = []
         append = parts.append
         for method, endpoint, status, response_time, consumer, context, created in rows:
-            append(
-                '%s%s,"endpoint":%s,"status":%d,"response_time":%.3f,"consumer":%s,"context":%s,"created_at":"%s"}'
-                % (head, js(method), js(endpoint), status, response_time, js(consumer), js(context), stamp(created))
-            )
+            key = (method, endpoint, status, consumer, context)
+            prefix = prefixes.get(key)
+            if prefix is None:
+                if len(prefixes) >= self._PREFIX_LIMIT:
+                    prefixes.clear()  # bounded: high-cardinality consumers must not grow memory
+                prefix = prefixes[key] = '%s%s,"endpoint":%s,"status":%d,"consumer":%s,"context":%s,"response_time":' % (
+                    head, _json_text(method), _json_text(endpoint), status, _json_text(consumer), _json_text(context))
+            second = int(created)
+            text = seconds.get(second)
+            if text is None:
+                if len(seconds) > 4096:
+                    seconds.clear()
+                text = seconds[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            append('%s%.3f,"created_at":"%s.%06dZ"}' % (prefix, response_time, text, (created - second) * 1e6))
         return ",".join(parts)
 
     def encode_body(self, rows: Sequence[Row], service: str, node: str | None) -> bytes:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import importlib
 import logging
 import os
 import random
@@ -76,6 +77,21 @@ def _retry_after_seconds(value: str | None) -> float | None:
     if seconds != seconds:  # NaN
         return None
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+
+
+def _make_client(config: TelemetryConfig) -> httpx.AsyncClient:
+    for module in ("anyio._backends._asyncio", "anyio.streams.tls", "anyio.to_thread", "anyio.lowlevel"):
+        try:
+            importlib.import_module(module)  # what httpx would import on its first request
+        except ImportError:
+            pass
+    return httpx.AsyncClient(
+        timeout=config.http_timeout,
+        limits=httpx.Limits(
+            max_keepalive_connections=config.max_keepalive_connections,
+            max_connections=config.max_connections,
+        ),
+    )
 
 
 class BatchSender:
@@ -270,13 +286,9 @@ class BatchSender:
         self._run_loop = loop
         self._run_thread = threading.current_thread()
         config = self.config
-        client = httpx.AsyncClient(
-            timeout=config.http_timeout,
-            limits=httpx.Limits(
-                max_keepalive_connections=config.max_keepalive_connections,
-                max_connections=config.max_connections,
-            ),
-        )
+        # Built in a thread: loading the CA bundle and httpx's lazy imports take tens of
+        # milliseconds, too long for the app's event loop.
+        client = await asyncio.to_thread(_make_client, config)
         graceful = False
         try:
             while not self._stopping:

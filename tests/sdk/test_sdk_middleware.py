@@ -155,7 +155,7 @@ async def test_ip_as_consumer(make_system, anonymize, forwarded, expected):
 
 
 async def test_consumer_header_beats_ip(make_system):
-    system = make_system(malti_url="http://127.0.0.1:9", use_ip_as_consumer=True, batch_interval=3600)
+    system = make_system(malti_url="http://127.0.0.1:9", use_ip_as_consumer=True, batch_interval=3600, shutdown_timeout=0)
     await call(make_app(system), "/who", headers={"x-consumer-id": "app", "x-forwarded-for": "1.2.3.4"})
     assert _consumers(system) == ["app"]
 
