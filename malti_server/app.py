@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -67,9 +68,16 @@ async def auth_test(request: Request) -> Response:
             "user": {
                 "name": principal.name,
                 "type": principal.kind,
+                "permissions": ["metrics"],  # the original's field: user keys read metrics
                 "services": sorted(principal.services) if principal.services is not None else None,
             },
             "thresholds": settings.thresholds.as_dict(),
+            "timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "rate_limit_info": {
+                "endpoint": "auth_test",
+                "limit": settings.limits.auth_test_rate,
+                "description": "Rate limited per client address to prevent abuse of authentication testing",
+            },
         }
     )
 
