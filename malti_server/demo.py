@@ -1,6 +1,7 @@
 """``malti-server --demo``: everything Malti does, on one machine, from one command.
 
-1. an embedded PostgreSQL in a temporary folder (or ``--data-dir``; or ``--database-url``),
+1. an embedded PostgreSQL in a temporary folder (or ``--data-dir``; or ``--database-url``, never
+   a ``DATABASE_URL`` from the environment, which may be a production database),
 2. a demo configuration with fresh random keys (three services, one user ``demo``),
 3. the Malti server itself (``python -m malti_server``, a child process),
 4. a sample API of three services on five nodes (``malti_server.demo_app``, one process per node,
@@ -566,9 +567,10 @@ class Demo:
                 f.write(text)
 
         # Database.
-        url = args.database_url or os.environ.get("DATABASE_URL")
+        # Only an explicit --database-url: a DATABASE_URL in the environment may be production's.
+        url = args.database_url
         if url:
-            _say("  database: the one given by --database-url / DATABASE_URL (the demo writes into it)")
+            _say("  database: the one given by --database-url (the demo writes its data into it)")
         else:
             from .embedded import EmbeddedPostgres, EmbeddedUnavailable  # noqa: PLC0415
 
@@ -582,6 +584,8 @@ class Demo:
             storage = asyncio.run(prepare_database(url))
         except StartupError as exc:
             raise DemoError(str(exc)) from None
+        except Exception as exc:  # e.g. migrations not found: one line, not a traceback
+            raise DemoError(f"cannot prepare the database: {type(exc).__name__}: {exc}") from None
         _say(f"  database ready (storage: {storage})")
 
         # The Malti server.
