@@ -225,12 +225,18 @@ class EmbeddedServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 120) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MALTI_CONFIG_PATH")}
+    def start(self, timeout: float = 120, xdg_data_home: Path | None = None) -> None:
+        """Start with ``--data-dir``, or with none and ``XDG_DATA_HOME`` set (the default folder)."""
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("DATABASE_URL", "MALTI_CONFIG_PATH", "MALTI_DATA_DIR")}
+        where = ["--data-dir", str(self.data_dir)]
+        if xdg_data_home is not None:
+            env["XDG_DATA_HOME"] = str(xdg_data_home)
+            where = []
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "malti_server", "--config", str(self.config), "--data-dir",
-                 str(self.data_dir), "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
+                [sys.executable, "-m", "malti_server", "--config", str(self.config), *where,
+                 "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -277,7 +283,7 @@ class EmbeddedServer:
 
 
 def test_embedded_mode_keeps_data_across_restarts_and_stops_postgres(tmp_path, config_file):
-    data_dir = tmp_path / "pgdata"
+    data_dir = tmp_path / "xdg" / "malti" / "pgdata"  # the default folder when XDG_DATA_HOME=tmp/xdg
     server = EmbeddedServer(config_file, data_dir, tmp_path / "embedded.log")
     try:
         server.start()
@@ -293,7 +299,8 @@ def test_embedded_mode_keeps_data_across_restarts_and_stops_postgres(tmp_path, c
         assert not (data_dir / "postmaster.pid").exists()
         assert "Traceback" not in server.log_path.read_text()
 
-        server.start()
+        # Second start without --data-dir: the default per-user folder is the same one.
+        server.start(xdg_data_home=tmp_path / "xdg")
         rows = server.sql("SELECT count(*) AS n FROM requests WHERE endpoint = '/embedded'")
         assert rows[0]["n"] == 7
         versions = server.sql("SELECT version, count(*) AS n FROM schema_migrations GROUP BY 1")
