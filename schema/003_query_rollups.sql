@@ -106,6 +106,9 @@ BEGIN
             EXECUTE format('CREATE UNIQUE INDEX %I ON %I (bucket, service, consumer, node, context, method, endpoint)'
                            ' NULLS NOT DISTINCT', v.name || '_key', v.name);
         END IF;
+        IF v.dims IN ('con', 'epcon') THEN
+            EXECUTE format('CREATE INDEX %I ON %I (consumer, bucket)', v.name || '_consumer', v.name);
+        END IF;
 
         -- read view: folded rows plus still-pending partial rows projected to the level, so a
         -- record is visible at every level as soon as ingest answers

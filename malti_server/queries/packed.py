@@ -49,24 +49,34 @@ def quantiles(
     out = np.full((g, len(qs)), np.nan)
     if g == 0:
         return out
-    cum = np.cumsum(dense, axis=1)
+    used = np.flatnonzero(dense.any(axis=0))
+    if used.size == 0:
+        return out
+    first, last = int(used[0]), int(used[-1]) + 1
+    cum = np.cumsum(dense[:, first:last], axis=1)
+    width = last - first
     n = cum[:, -1]
+    # one monotonic array for all rows: row i's cumulative counts shifted by i * (max n + 1)
+    shift = np.arange(g, dtype=np.float64) * (float(n.max()) + 1.0)
+    flat = (cum + shift[:, None]).ravel()
+    values = _BUCKET_VALUES[first:last]
     ok = n > 0
     lo = np.asarray(lo, dtype=np.float64)
     hi = np.asarray(hi, dtype=np.float64)
+    rows = np.arange(g) * width
+
+    def order_stat(j: np.ndarray) -> np.ndarray:
+        # first bucket whose cumulative count exceeds j
+        k = np.searchsorted(flat, j + shift, side="right") - rows
+        v = np.minimum(np.maximum(values[np.clip(k, 0, width - 1)], lo), hi)
+        v = np.where(j >= n - 1, hi, v)
+        return np.where(j <= 0, lo, v)
+
     for col, q in enumerate(qs):
-        rank = q * (n - 1)
+        rank = q * np.maximum(n - 1, 0)
         j0 = np.floor(rank)
         j1 = np.ceil(rank)
-        v0 = _order_stat(cum, j0, n, lo, hi)
-        v1 = _order_stat(cum, j1, n, lo, hi)
+        v0 = order_stat(j0)
+        v1 = order_stat(j1)
         out[:, col] = np.where(ok, v0 + (rank - j0) * (v1 - v0), np.nan)
     return out
-
-
-def _order_stat(cum: np.ndarray, j: np.ndarray, n: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    # first bucket whose cumulative count exceeds j
-    k = np.argmax(cum > j[:, None], axis=1)
-    v = np.minimum(np.maximum(_BUCKET_VALUES[k], lo), hi)
-    v = np.where(j >= n - 1, hi, v)
-    return np.where(j <= 0, lo, v)

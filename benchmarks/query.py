@@ -1,0 +1,472 @@
+"""Metrics query benchmark: dashboard queries over HTTP against a month of synthetic traffic.
+
+Builds a data set in a throwaway database — 30 days of traffic for 5 services x 40 endpoints x
+20 consumers x 3 nodes, summarised into every rollup level, and the last 7 days also as raw rows
+(bulk-loaded with SQL, not through HTTP) — starts a real ``malti-server`` on it and times each
+query shape over HTTP (median of several runs): realtime 1 h, 24 h, 7 d and 30 d, each unfiltered
+and with service+endpoint filters, a page of raw requests and the dimensions list. In the same run
+it times the naive answer (the same dashboard computed from the raw table with percentile_cont) for
+the ranges raw data covers and prints the ratio, then the storage per rollup row and per raw row
+and the cost of one compaction.
+
+    python benchmarks/query.py                 # 5 M requests (scale 0.1), a few minutes
+    python benchmarks/query.py --scale 1       # the full ~50 M requests (slow: tens of minutes)
+    python benchmarks/query.py --database-url postgresql://...   # instead of an embedded PostgreSQL
+
+Targets (issue #3): every dashboard query < 150 ms median, 30 days < 100 ms, >= 20x faster than
+the naive raw-table query on 7 days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from malti_server import histogram  # noqa: E402
+from malti_server.db import Partitions, migrate  # noqa: E402
+from malti_server.queries.dashboard import build_raw_sql  # noqa: E402
+from malti_server.queries.params import parse_aggregate  # noqa: E402
+
+UTC = timezone.utc
+FULL_RECORDS = 50_000_000
+DAYS = 30
+RAW_DAYS = 7
+USER_KEY = "bench-user-key-" + uuid.uuid4().hex
+SERVICE_KEY = "bench-service-key-" + uuid.uuid4().hex
+
+KEY_SQL = (
+    f"CASE WHEN rt <= {histogram.X_MIN_MS!r} THEN 0"
+    f" ELSE least({histogram.MAX_KEY}, ceil(ln(rt / {histogram.X_MIN_MS!r}) / {histogram.LN_GAMMA!r}))::smallint END"
+)
+
+# (table, bucket width, dims kept) -- every rollup level of schema/001 and schema/003
+LEVELS = [
+    ("rollup_5min", "5 minutes", "full"), ("rollup_1h", "1 hour", "full"),
+    ("rollup_all_5min", "5 minutes", "all"), ("rollup_all_1h", "1 hour", "all"),
+    ("rollup_svc_5min", "5 minutes", "svc"), ("rollup_svc_1h", "1 hour", "svc"), ("rollup_svc_1d", "1 day", "svc"),
+    ("rollup_ep_5min", "5 minutes", "ep"), ("rollup_ep_1h", "1 hour", "ep"), ("rollup_ep_1d", "1 day", "ep"),
+    ("rollup_con_5min", "5 minutes", "con"), ("rollup_con_1h", "1 hour", "con"), ("rollup_con_1d", "1 day", "con"),
+    ("rollup_epcon_1h", "1 hour", "epcon"), ("rollup_epcon_1d", "1 day", "epcon"),
+    ("rollup_nc_1h", "1 hour", "nc"), ("rollup_nc_1d", "1 day", "nc"),
+]
+
+
+def projected(dims: str) -> str:
+    keep = {
+        "full": {"node", "method", "endpoint", "consumer", "context"},
+        "all": set(), "svc": set(), "ep": {"method", "endpoint"}, "con": {"consumer"},
+        "epcon": {"method", "endpoint", "consumer"}, "nc": {"node", "context"},
+    }[dims]
+    cols = ["''::text AS service" if dims == "all" else "service"]
+    for c in ("node", "method", "endpoint", "consumer", "context"):
+        if c in keep:
+            cols.append(c)
+        elif c in ("node", "context"):
+            cols.append(f"NULL::text AS {c}")
+        else:
+            cols.append(f"''::text AS {c}")
+    return ", ".join(cols)
+
+
+STAGE_SQL = """
+CREATE UNLOGGED TABLE bench_stage AS
+WITH draws AS (
+    SELECT $1::timestamptz + ($2::interval * ((i - 1 + random()) / $3::float8)) AS created_at,
+           floor(random() * 5)::int AS s,
+           floor(power(random(), 1.6) * 40)::int AS e,
+           floor(power(random(), 2) * 20)::int AS c,
+           floor(random() * 3)::int AS nd,
+           random() AS ctx_r, random() AS st_r, random_normal() AS z
+    FROM generate_series(1, $3::bigint) AS i
+)
+SELECT created_at,
+       'service-' || s AS service,
+       'node-' || nd AS node,
+       (ARRAY['GET', 'POST', 'PUT', 'DELETE'])[1 + e % 4] AS method,
+       '/api/v1/resource-' || e || '/{item_id}' AS endpoint,
+       'consumer-' || c AS consumer,
+       CASE WHEN ctx_r < 0.7 THEN NULL ELSE 'ctx-' || floor(ctx_r * 10)::int % 3 END AS context,
+       (CASE WHEN st_r < 0.85 THEN 200 WHEN st_r < 0.90 THEN 201 WHEN st_r < 0.92 THEN 204
+             WHEN st_r < 0.94 THEN 304 WHEN st_r < 0.96 THEN 404 WHEN st_r < 0.97 THEN 401
+             WHEN st_r < 0.98 THEN 400 WHEN st_r < 0.995 THEN 500 ELSE 503 END)::smallint AS status,
+       round((exp(ln(500) * (((s * 40 + e) * 7919) % 1000) / 1000.0 + (0.4 + ((s * 40 + e) % 7) / 10.0) * z)
+              * (1 + (c % 3) * 0.2))::numeric, 3)::float8 AS rt
+FROM draws
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+async def drop_indexes(conn: asyncpg.Connection, table: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS def"
+        " FROM pg_index WHERE indrelid = $1::regclass", table)
+    for r in rows:
+        await conn.execute(f'DROP INDEX "{r["name"]}"')
+    return [r["def"] for r in rows]
+
+
+def coarse_sql(table: str, width: str, dims: str, since: bool) -> str:
+    """One coarse level straight from the staged records (same rows as the compactor's fold)."""
+    def dim(col: str, keep: bool, nullable: bool) -> str:
+        if nullable:
+            return f"coalesce({col}, E'\\x01')" if keep else "E'\\x01'"
+        return col if keep else "''"
+    cols = [
+        dim("service", dims != "all", False),
+        dim("node", dims == "nc", True),
+        dim("method", dims in ("ep", "epcon"), False),
+        dim("endpoint", dims in ("ep", "epcon"), False),
+        dim("consumer", dims in ("con", "epcon"), False),
+        dim("context", dims == "nc", True),
+    ]
+    names = ["service", "node_k", "method", "endpoint", "consumer", "context_k"]
+    proj = ", ".join(f"{c} AS {n}" for c, n in zip(cols, names))
+    where = "WHERE created_at >= $1" if since else ""
+    return f"""
+        INSERT INTO {table} (bucket, service, node, method, endpoint, consumer, context,
+                             n, err, n2, s2, lo2, hi2, st_codes, st_counts, lat_cells)
+        WITH cells AS (
+            SELECT date_bin('{width}', created_at, timestamptz '2000-01-01Z') AS bucket, {proj},
+                   status, {KEY_SQL} AS k, count(*) AS c, sum(rt) AS s, min(rt) AS lo, max(rt) AS hi
+            FROM bench_stage {where} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+        ), per_status AS (
+            SELECT bucket, service, node_k, method, endpoint, consumer, context_k, status,
+                   sum(c) AS n, sum(s) AS s, min(lo) AS lo, max(hi) AS hi
+            FROM cells GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+        ), totals AS (
+            SELECT bucket, service, node_k, method, endpoint, consumer, context_k, sum(n)::bigint AS n,
+                   coalesce(sum(n) FILTER (WHERE status >= 400 AND status <> 401), 0)::bigint AS err,
+                   coalesce(sum(n) FILTER (WHERE status BETWEEN 200 AND 299), 0)::bigint AS n2,
+                   sum(s) FILTER (WHERE status BETWEEN 200 AND 299) AS s2,
+                   min(lo) FILTER (WHERE status BETWEEN 200 AND 299) AS lo2,
+                   max(hi) FILTER (WHERE status BETWEEN 200 AND 299) AS hi2,
+                   array_agg(status ORDER BY status) AS codes, array_agg(n::integer ORDER BY status) AS counts
+            FROM per_status GROUP BY 1, 2, 3, 4, 5, 6, 7
+        ), hists AS (
+            SELECT bucket, service, node_k, method, endpoint, consumer, context_k,
+                   array_agg((k::bigint << 32) | c ORDER BY k) AS cells
+            FROM (SELECT bucket, service, node_k, method, endpoint, consumer, context_k, k, sum(c)::bigint AS c
+                  FROM cells WHERE status BETWEEN 200 AND 299 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) AS h
+            GROUP BY 1, 2, 3, 4, 5, 6, 7
+        )
+        SELECT t.bucket, t.service, nullif(t.node_k, E'\\x01'), t.method, t.endpoint, t.consumer,
+               nullif(t.context_k, E'\\x01'), t.n, t.err, t.n2, t.s2, t.lo2, t.hi2, t.codes, t.counts,
+               coalesce(h.cells, '{{}}')
+        FROM totals AS t LEFT JOIN hists AS h USING (bucket, service, node_k, method, endpoint, consumer, context_k)
+    """
+
+
+async def build(url: str, records: int, now: datetime, complete: bool) -> None:
+    conn = await asyncpg.connect(url, server_settings={"timezone": "UTC", "work_mem": "256MB",
+                                                       "maintenance_work_mem": "512MB"})
+    await migrate(conn)
+    start = now - timedelta(days=DAYS)
+    t = time.perf_counter()
+    await conn.execute("DROP TABLE IF EXISTS bench_stage")
+    await conn.execute(STAGE_SQL, start, timedelta(days=DAYS), records)
+    await conn.execute("ANALYZE bench_stage")
+    log(f"  generated {records:,} records in {time.perf_counter() - t:.1f} s")
+    # 5-minute levels serve ranges up to 4 days, the full-dimension 1-hour level only queries
+    # filtering by node or context: unless --complete, they hold the recent days the timed queries read
+    since = {"5 minutes": None if complete else now - timedelta(days=4),
+             "1 hour": None, "1 day": None}
+    for table, width, dims in LEVELS:
+        t = time.perf_counter()
+        lower = since[width]
+        if dims == "full" and width == "1 hour" and not complete:
+            lower = now - timedelta(days=RAW_DAYS + 1)
+        defs = await drop_indexes(conn, table)
+        if dims == "full":
+            where = "WHERE created_at >= $1" if lower else ""
+            sql = f"""
+                INSERT INTO {table} (bucket, service, node, method, endpoint, consumer, context, status,
+                                     n, sum_ms, min_ms, max_ms, lat_keys, lat_counts)
+                SELECT bucket, service, node, method, endpoint, consumer, context, status,
+                       sum(c), sum(s), min(lo), max(hi), array_agg(k ORDER BY k), array_agg(c ORDER BY k)
+                FROM (SELECT date_bin('{width}', created_at, timestamptz '2000-01-01Z') AS bucket,
+                             service, node, method, endpoint, consumer, context, status, {KEY_SQL} AS k,
+                             count(*)::integer AS c, sum(rt) AS s, min(rt) AS lo, max(rt) AS hi
+                      FROM bench_stage {where} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9) AS cells
+                GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"""
+        else:
+            sql = coarse_sql(table, width, dims, lower is not None)
+        await conn.execute(sql, *([lower] if lower else []))
+        for d in defs:
+            await conn.execute(d)
+        n = await conn.fetchval(f"SELECT count(*) FROM {table}")
+        span = f"last {(now - lower).days} days" if lower else f"{DAYS} days"
+        log(f"  {table:<17} {n:>11,} rows ({span}) in {time.perf_counter() - t:.1f} s")
+
+    t = time.perf_counter()
+    raw_from = now - timedelta(days=RAW_DAYS)
+    days = {raw_from.date() + timedelta(days=i) for i in range(RAW_DAYS + 2)}
+    if await conn.fetchval("SELECT relkind = 'p' FROM pg_class WHERE relname = 'requests'"):
+        await Partitions(True).ensure(conn, days)
+    defs = await drop_indexes(conn, "requests")
+    n = await conn.execute(
+        "INSERT INTO requests (created_at, service, node, method, endpoint, status, response_time, consumer, context)"
+        " SELECT created_at, service, node, method, endpoint, status, rt, consumer, context FROM bench_stage"
+        " WHERE created_at >= $1 ORDER BY created_at", raw_from)
+    for d in defs:
+        await conn.execute(d)
+    log(f"  raw requests: {int(n.split()[-1]):,} rows (last {RAW_DAYS} days) in {time.perf_counter() - t:.1f} s")
+    await conn.execute("DROP TABLE bench_stage")
+    t = time.perf_counter()
+    await conn.execute("VACUUM ANALYZE")
+    log(f"  vacuum analyze in {time.perf_counter() - t:.1f} s")
+    await conn.close()
+
+
+def start_server(url: str, folder: Path) -> tuple[subprocess.Popen, str]:
+    config = folder / "malti.toml"
+    config.write_text(
+        f'[services.service-0]\napi_key = "{SERVICE_KEY}"\n\n[users.bench]\napi_key = "{USER_KEY}"\n\n'
+        '[limits]\nmetrics_rate = "100000/minute"\ningest_rate = "100000/minute"\n'
+        '\n[retention]\nraw = "400d"\nrollup_5min = "400d"\nrollup_1hour = "800d"\n'
+    )
+    port = free_port()
+    log_file = open(folder / "server.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "malti_server", "--config", str(config), "--database-url", url,
+         "--port", str(port), "--workers", "1", "--log-level", "warning", "--no-access-log"],
+        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(ROOT),
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited:\n" + (folder / "server.log").read_text())
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("server did not start")
+
+
+def iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def timed_http(client: httpx.Client, path: str, params: dict, runs: int) -> tuple[float, dict]:
+    times = []
+    body = None
+    for i in range(runs + 1):
+        t = time.perf_counter()
+        resp = client.get(path, params=params)
+        dt = time.perf_counter() - t
+        if resp.status_code != 200:
+            raise RuntimeError(f"{path} {params}: {resp.status_code} {resp.text[:300]}")
+        if i:  # first run warms caches
+            times.append(dt)
+        body = resp.json()
+    return statistics.median(times) * 1000, body
+
+
+async def timed_naive(url: str, params: dict, now: datetime, runs: int) -> float:
+    """The dashboard computed from the raw table with percentile_cont (what a user would write)."""
+    q = parse_aggregate(params, None, now)
+    sql, args = build_raw_sql(q)
+    conn = await asyncpg.connect(url, server_settings={"timezone": "UTC", "work_mem": "64MB"})
+    times = []
+    for i in range(runs + 1):
+        t = time.perf_counter()
+        await conn.fetch(sql, *args)
+        if i:
+            times.append(time.perf_counter() - t)
+    await conn.close()
+    return statistics.median(times) * 1000
+
+
+async def storage(url: str) -> list[tuple[str, int, float]]:
+    conn = await asyncpg.connect(url)
+    out = []
+    for table, _, _ in LEVELS:
+        n = await conn.fetchval(f"SELECT count(*) FROM {table}")
+        size = await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", table)
+        out.append((table, n, size / n if n else 0.0))
+    n = await conn.fetchval("SELECT count(*) FROM requests")
+    size = await conn.fetchval(
+        "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits WHERE inhparent = 'requests'::regclass"
+    ) or await conn.fetchval("SELECT pg_total_relation_size('requests')")
+    out.append(("requests (raw)", n, size / n if n else 0.0))
+    await conn.close()
+    return out
+
+
+async def compaction_cost(url: str, base: str, now: datetime) -> str:
+    """Ingest 20 batches of 500 records over HTTP, then time one compaction of the pending rows."""
+    import random
+
+    rnd = random.Random(1)
+    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": SERVICE_KEY}, timeout=60) as client:
+        for _ in range(20):
+            recs = [{"service": "service-0", "node": f"node-{rnd.randrange(3)}", "method": "GET",
+                     "endpoint": f"/api/v1/resource-{rnd.randrange(40)}/{{item_id}}", "status": 200,
+                     "response_time": rnd.lognormvariate(3, 1), "consumer": f"consumer-{rnd.randrange(20)}",
+                     "created_at": iso(now - timedelta(seconds=rnd.randrange(600)))} for _ in range(500)]
+            resp = await client.post("/api/v1/ingest", json={"requests": recs})
+            resp.raise_for_status()
+    conn = await asyncpg.connect(url)
+    pending = await conn.fetchval("SELECT count(*) FROM rollup_pending")
+    t = time.perf_counter()
+    await conn.fetchval("SELECT malti_compact_pending()")
+    dt = time.perf_counter() - t
+    await conn.close()
+    return f"compaction of {pending:,} pending rows (10,000 records) into 17 rollup tables: {dt * 1000:.0f} ms"
+
+
+def embedded_cluster() -> tuple[str, callable]:
+    import pgserver
+
+    folder = Path(tempfile.gettempdir()) / f"malti-bench-pg-{uuid.uuid4().hex[:8]}"
+    srv = pgserver.get_server(str(folder), cleanup_mode="stop")
+
+    def cleanup() -> None:
+        try:
+            srv.cleanup()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return srv.get_uri(), cleanup
+
+
+async def create_db(admin_url: str) -> str:
+    name = f"malti_bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(admin_url)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(admin_url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+async def drop_db(admin_url: str, url: str) -> None:
+    from urllib.parse import urlsplit
+
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(admin_url)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=float, default=0.1, help="fraction of the full 50 M requests (default 0.1)")
+    ap.add_argument("--runs", type=int, default=7, help="timed runs per query (median reported)")
+    ap.add_argument("--database-url", help="admin URL of a PostgreSQL server (default: an embedded one)")
+    ap.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    ap.add_argument("--complete", action="store_true",
+                    help="fill the 5-minute and full-dimension levels for all 30 days (slower build)")
+    args = ap.parse_args()
+
+    records = int(FULL_RECORDS * args.scale)
+    cleanup = None
+    admin = args.database_url or os.environ.get("MALTI_BENCH_DATABASE_URL")
+    if not admin:
+        admin, cleanup = embedded_cluster()
+    url = asyncio.run(create_db(admin))
+    folder = Path(tempfile.mkdtemp(prefix="malti-bench-"))
+    proc = None
+    try:
+        now = datetime.now(UTC)
+        log(f"building {records:,} requests over {DAYS} days (scale {args.scale}) ...")
+        t = time.perf_counter()
+        asyncio.run(build(url, records, now, args.complete))
+        log(f"built in {time.perf_counter() - t:.0f} s\n")
+        proc, base = start_server(url, folder)
+        now = datetime.now(UTC)
+        svc_ep = {"service": "service-1", "endpoint": "/api/v1/resource-3/{item_id}"}
+        shapes = [
+            ("realtime 1 h", "/api/v1/metrics/aggregate/realtime", {}, None),
+            ("realtime 1 h, service+endpoint", "/api/v1/metrics/aggregate/realtime", svc_ep, None),
+            ("24 h", "/api/v1/metrics/aggregate", {"start_time": iso(now - timedelta(hours=24))}, "24h"),
+            ("24 h, service+endpoint", "/api/v1/metrics/aggregate",
+             {"start_time": iso(now - timedelta(hours=24)), **svc_ep}, "24h"),
+            ("7 d", "/api/v1/metrics/aggregate", {"start_time": iso(now - timedelta(days=7))}, "7d"),
+            ("7 d, service+endpoint", "/api/v1/metrics/aggregate",
+             {"start_time": iso(now - timedelta(days=7)), **svc_ep}, "7d"),
+            ("30 d", "/api/v1/metrics/aggregate", {"start_time": iso(now - timedelta(days=30))}, None),
+            ("30 d, service+endpoint", "/api/v1/metrics/aggregate",
+             {"start_time": iso(now - timedelta(days=30)), **svc_ep}, None),
+            ("30 d, consumer", "/api/v1/metrics/aggregate",
+             {"start_time": iso(now - timedelta(days=30)), "consumer": "consumer-2"}, None),
+            ("7 d, node", "/api/v1/metrics/aggregate",
+             {"start_time": iso(now - timedelta(days=7)), "node": "node-1"}, None),
+            ("raw requests page (100)", "/api/v1/metrics/requests", {"limit": 100}, None),
+            ("raw requests page, service+endpoint", "/api/v1/metrics/requests", {"limit": 100, **svc_ep}, None),
+            ("dimensions 7 d", "/api/v1/metrics/dimensions", {}, None),
+        ]
+        log(f"{'query (HTTP, median of ' + str(args.runs) + ')':<40} {'ms':>8} {'resolution':>10} {'requests':>12}"
+            f" {'naive raw ms':>13} {'ratio':>7}")
+        results = {}
+        with httpx.Client(base_url=base, headers={"X-API-Key": USER_KEY}, timeout=120) as client:
+            for name, path, params, naive in shapes:
+                ms, body = timed_http(client, path, params, args.runs)
+                res = body.get("resolution", "")
+                total = body.get("metrics_summary", {}).get("total_requests", len(body.get("requests", [])) or "")
+                line = f"{name:<40} {ms:>8.1f} {res:>10} {total:>12,}" if isinstance(total, int) else \
+                    f"{name:<40} {ms:>8.1f} {res:>10} {'':>12}"
+                if naive:
+                    naive_ms = asyncio.run(timed_naive(url, params, now, max(3, args.runs // 2)))
+                    line += f" {naive_ms:>13.1f} {naive_ms / ms:>6.1f}x"
+                results[name] = ms
+                log(line)
+        dash = {k: v for k, v in results.items() if not k.startswith(("raw", "dimensions"))}
+        log("")
+        log(f"slowest dashboard query: {max(dash.values()):.1f} ms (target < 150 ms); "
+            f"30 d: {max(v for k, v in dash.items() if k.startswith('30 d')):.1f} ms (target < 100 ms)")
+        log("\nstorage (table + indexes):")
+        for table, n, per_row in asyncio.run(storage(url)):
+            log(f"  {table:<17} {n:>11,} rows {per_row:>8.0f} bytes/row")
+        log("\n" + asyncio.run(compaction_cost(url, base, now)))
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        if not args.keep:
+            try:
+                asyncio.run(drop_db(admin, url))
+            except Exception as exc:  # noqa: BLE001 - best effort cleanup
+                log(f"could not drop {url}: {exc}")
+        else:
+            log(f"kept database {url}")
+        if cleanup:
+            cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
