@@ -32,6 +32,7 @@ import random
 import threading
 import time
 import uuid
+import weakref
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -92,6 +93,34 @@ def _make_client(config: TelemetryConfig) -> httpx.AsyncClient:
             max_connections=config.max_connections,
         ),
     )
+
+
+_senders: "weakref.WeakSet[BatchSender]" = weakref.WeakSet()
+_hooks_lock = threading.Lock()
+_hooks_installed = False
+
+
+def _register(sender: "BatchSender") -> None:
+    """Flush at interpreter exit and reset in forked children: hooks installed once, senders held weakly."""
+    global _hooks_installed
+    with _hooks_lock:
+        _senders.add(sender)
+        if _hooks_installed:
+            return
+        _hooks_installed = True
+    atexit.register(_flush_all_at_exit)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_reset_all_after_fork)
+
+
+def _flush_all_at_exit() -> None:
+    for sender in list(_senders):
+        sender.flush_at_exit()
+
+
+def _reset_all_after_fork() -> None:
+    for sender in list(_senders):
+        sender._after_fork()
 
 
 class BatchSender:
@@ -260,12 +289,9 @@ class BatchSender:
         return loop is not None and loop.is_running() and self._run_thread is not threading.current_thread()
 
     def _install_hooks(self) -> None:
-        if self._hooks_installed:
-            return
-        self._hooks_installed = True
-        atexit.register(self.flush_at_exit)
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._after_fork)
+        if not self._hooks_installed:
+            self._hooks_installed = True
+            _register(self)
 
     def _after_fork(self) -> None:
         # The parent keeps sending what it buffered; the child starts empty.
@@ -288,7 +314,10 @@ class BatchSender:
         config = self.config
         # Built in a thread: loading the CA bundle and httpx's lazy imports take tens of
         # milliseconds, too long for the app's event loop.
-        client = await asyncio.to_thread(_make_client, config)
+        try:
+            client = await asyncio.to_thread(_make_client, config)
+        except RuntimeError:  # no executor at interpreter exit: nobody is waiting on this loop anyway
+            client = _make_client(config)
         graceful = False
         try:
             while not self._stopping:
@@ -357,9 +386,14 @@ class BatchSender:
             self._settle(batch, "no_api_key")
             return True
         if batch.body is None:
-            batch.body, batch.gzipped = await self._encoder.encode_body_async(
-                batch.rows, config.service_name, config.node, config.gzip
-            )
+            try:
+                batch.body, batch.gzipped = await self._encoder.encode_body_async(
+                    batch.rows, config.service_name, config.node, config.gzip
+                )
+            except Exception:  # a malformed row (hand-made through the compatibility API)
+                logger.exception("Malti: could not encode a batch; dropping it")
+                self._settle(batch, "encoding_error")
+                return True
         headers = {
             "X-API-Key": config.api_key,
             "Content-Type": "application/json",

@@ -82,6 +82,8 @@ class TelemetryCollector:
         is not sent: it is logged and counted under ``dropped["invalid"]``.
         """
         sender = self.batch_sender
+        if consumer is None:
+            consumer = "anonymous"
         reason = _invalid_reason(method, endpoint, status, response_time, consumer, context)
         if reason is not None:
             sender.buffer.count_dropped("invalid", 1)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
+
+import pytest
 
 from sdk_support import Receiver, free_port, wait_for
 
@@ -188,3 +192,29 @@ async def test_refused_key_drops_and_counts(receiver, make_system):
     system = make_system(malti_url=receiver.url, batch_size=3)
     record_many(system, 3)
     await wait_for(lambda: system.get_stats()["dropped"].get("http_401") == 3)
+
+
+EXIT_SCRIPT = """
+import asyncio, sys
+from malti_sdk import TelemetryConfig, TelemetrySystem
+system = TelemetrySystem(TelemetryConfig(api_key="k", malti_url=sys.argv[1], batch_interval=3600, batch_size=10_000))
+if sys.argv[2] == "thread":
+    for i in range(37):
+        system.record_request("GET", "/exit", 200, 1.0, f"c{i}")
+else:
+    async def main():  # the loop ends without a lifespan shutdown: the sender task is cancelled
+        for i in range(37):
+            system.record_request("GET", "/exit", 200, 1.0, f"c{i}")
+        await asyncio.sleep(0.3)
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("mode", ["thread", "loop"])
+def test_records_left_at_interpreter_exit_are_flushed(receiver, tmp_path, mode):
+    script = tmp_path / "exit_app.py"
+    script.write_text(EXIT_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), receiver.url, mode], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert len(receiver.stored) == 37
