@@ -167,3 +167,21 @@ def test_history_records_are_valid_ingest_batches_with_the_demo_patterns():
     fast = [r["response_time"] for r in records if r["endpoint"] == "/me" and r["status"] == 200]
     assert sorted(slow)[len(slow) // 2] > 50 * sorted(fast)[len(fast) // 2]
     assert any(r["status"] >= 500 for r in records)
+
+
+def test_demo_on_a_busy_port_fails_with_one_clear_line(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        r = subprocess.run(
+            [sys.executable, "-m", "malti_server", "--demo", "--port", str(port), "--data-dir", str(tmp_path / "d")],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        )
+    assert r.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert not (tmp_path / "d" / "pgdata").exists()  # nothing was started
