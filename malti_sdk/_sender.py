@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import importlib
 import logging
 import os
 import random
@@ -80,19 +79,24 @@ def _retry_after_seconds(value: str | None) -> float | None:
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
 
 
-def _make_client(config: TelemetryConfig) -> httpx.AsyncClient:
-    for module in ("anyio._backends._asyncio", "anyio.streams.tls", "anyio.to_thread", "anyio.lowlevel"):
-        try:
-            importlib.import_module(module)  # what httpx would import on its first request
-        except ImportError:
-            pass
-    return httpx.AsyncClient(
+def _make_client(config: TelemetryConfig) -> httpx.Client:
+    return httpx.Client(
         timeout=config.http_timeout,
         limits=httpx.Limits(
             max_keepalive_connections=config.max_keepalive_connections,
             max_connections=config.max_connections,
         ),
     )
+
+
+async def _in_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run blocking I/O in the default executor; inline when there is none (interpreter exit)."""
+    try:
+        return await asyncio.to_thread(function, *args, **kwargs)
+    except RuntimeError as exc:
+        if "shutdown" not in str(exc):
+            raise
+        return function(*args, **kwargs)
 
 
 _senders: "weakref.WeakSet[BatchSender]" = weakref.WeakSet()
@@ -312,12 +316,10 @@ class BatchSender:
         self._run_loop = loop
         self._run_thread = threading.current_thread()
         config = self.config
-        # Built in a thread: loading the CA bundle and httpx's lazy imports take tens of
-        # milliseconds, too long for the app's event loop.
-        try:
-            client = await asyncio.to_thread(_make_client, config)
-        except RuntimeError:  # no executor at interpreter exit: nobody is waiting on this loop anyway
-            client = _make_client(config)
+        # The HTTP exchange runs in a worker thread with a synchronous client: socket
+        # writes and httpx's bookkeeping stay off the app's loop, which only encodes (in
+        # small steps) and schedules. Built there too: loading the CA bundle takes ~15 ms.
+        client = await _in_thread(_make_client, config)
         graceful = False
         try:
             while not self._stopping:
@@ -343,14 +345,14 @@ class BatchSender:
                 except Exception:
                     logger.exception("Malti final flush failed")
             try:
-                await client.aclose()
+                await _in_thread(client.close)
             except BaseException:
                 pass
             if generation == self._generation:
                 self._running = False
                 self._done.set()
 
-    async def _pump(self, client: httpx.AsyncClient) -> None:
+    async def _pump(self, client: httpx.Client) -> None:
         config = self.config
         rows = self.buffer.rows
         now = time.monotonic()
@@ -375,7 +377,7 @@ class BatchSender:
                 return
             now = time.monotonic()
 
-    async def _attempt(self, client: httpx.AsyncClient, batch: _Batch, timeout: float | None = None) -> bool:
+    async def _attempt(self, client: httpx.Client, batch: _Batch, timeout: float | None = None) -> bool:
         """One delivery attempt of the oldest pending batch.
 
         True when the batch is settled (stored, or dropped and counted); False when it
@@ -404,7 +406,8 @@ class BatchSender:
         batch.attempts += 1
         retry_after = None
         try:
-            response = await client.post(
+            response = await _in_thread(
+                client.post,
                 config.ingest_url,
                 content=batch.body,
                 headers=headers,
@@ -464,7 +467,7 @@ class BatchSender:
         else:
             self.buffer.count_dropped(dropped_reason, len(batch.rows))
 
-    async def _drain(self, client: httpx.AsyncClient) -> None:
+    async def _drain(self, client: httpx.Client) -> None:
         """Deliver everything within ``shutdown_timeout``; count the rest as dropped."""
         deadline = time.monotonic() + self.config.shutdown_timeout
         size = self.config.batch_size
