@@ -1,7 +1,7 @@
 """How much the Malti middleware costs an app, side by side with its peers.
 
-Run:  .venv/bin/python benchmarks/sdk_overhead.py            (all parts, ~2 minutes)
-      .venv/bin/python benchmarks/sdk_overhead.py inprocess  (one part: inprocess, uvicorn, stall, memory)
+Run:  .venv/bin/python benchmarks/sdk_overhead.py            (all parts, ~3 minutes)
+      .venv/bin/python benchmarks/sdk_overhead.py inprocess  (one part: inprocess, delivery, uvicorn, stall, memory)
 
 Benchmark-only dependencies (not needed by Malti itself):
     pip install malti-telemetry==1.0.4 starlette-exporter prometheus-fastapi-instrumentator \
@@ -12,12 +12,14 @@ Parts:
    wrapped by each middleware, interleaved in rounds; µs per request, overhead over
    bare, our overhead as a fraction of each peer's. Each wrapped run is checked to have
    recorded every request.
-2. uvicorn: the bare app and the app with our middleware (and malti-telemetry) under
+2. delivery: process CPU per request of the app with our middleware while the records
+   are really delivered (to a stub ingest server), against the bare app.
+3. uvicorn: the bare app and the app with our middleware (and malti-telemetry) under
    uvicorn, 8 requests in flight from a lean keep-alive client; ratio of requests/s.
    The middleware ships its records to a stub ingest server meanwhile.
-3. stall: the longest gap of a 1 ms ticker while 20,000 buffered records are sent
+4. stall: the longest gap of a 1 ms ticker while 20,000 buffered records are sent
    (ours and malti-telemetry's).
-4. memory: bytes per buffered record (tracemalloc), records made by real requests.
+5. memory: bytes per buffered record (tracemalloc), records made by real requests.
 """
 
 from __future__ import annotations
@@ -562,6 +564,51 @@ def part_stall(records: int = 20_000) -> None:
             stop_process(stub)
 
 
+def part_delivery(requests: int = 40_000, rounds: int = 3) -> None:
+    print(f"\n== full cost in process: middleware + delivery to a stub ingest server ({rounds} rounds x {requests})")
+    print("   process CPU per request (loop thread, HTTP worker thread and kernel), bare vs ours")
+    with tempfile.TemporaryDirectory() as workdir:
+        Path(workdir, "stub_ingest.py").write_text(STUB_INGEST)
+        stub_port = free_port()
+        stub = start_uvicorn(workdir, "stub_ingest", stub_port, {})
+        try:
+            from malti_sdk import MaltiMiddleware, TelemetryConfig, TelemetrySystem
+
+            system = TelemetrySystem(TelemetryConfig(api_key="bench", malti_url=f"http://127.0.0.1:{stub_port}",
+                                                     service_name="bench"))
+            ours = make_app()
+            ours.add_middleware(MaltiMiddleware, telemetry_system=system)
+            bare = make_app()
+
+            async def drive(app) -> float:
+                start = time.process_time()
+                for offset in range(0, requests, 100):
+                    await run_requests(app, 100, offset)
+                    await asyncio.sleep(0)  # let the sender run, as an idle moment of a server would
+                return (time.process_time() - start) / requests * 1e6
+
+            async def main():
+                await system.start()
+                await asyncio.sleep(0.5)
+                cpu = {"bare": [], "ours": []}
+                for _ in range(rounds):
+                    cpu["bare"].append(await drive(bare))
+                    cpu["ours"].append(await drive(ours))
+                await system.stop()
+                return cpu
+
+            cpu = asyncio.run(main())
+            bare_cpu, ours_cpu = statistics.median(cpu["bare"]), statistics.median(cpu["ours"])
+            stats = system.get_stats()
+            print(f"  bare {bare_cpu:.2f} µs/req   ours incl. delivery {ours_cpu:.2f} µs/req   "
+                  f"(+{ours_cpu - bare_cpu:.2f} µs; {stats['total_sent']}/{stats['total_added']} records delivered)")
+            for server_cost in (50.0, 100.0):
+                ratio = (server_cost + bare_cpu) / (server_cost + ours_cpu)
+                print(f"  with {server_cost:.0f} µs of server (uvicorn) CPU per request: ours/bare throughput ≈ {ratio:.3f}")
+        finally:
+            stop_process(stub)
+
+
 def part_memory(records: int = 100_000) -> None:
     import tracemalloc
 
@@ -599,7 +646,8 @@ def part_memory(records: int = 100_000) -> None:
     system.batch_sender.buffer.rows.clear()
 
 
-PARTS = {"inprocess": part_inprocess, "uvicorn": part_uvicorn, "stall": part_stall, "memory": part_memory}
+PARTS = {"inprocess": part_inprocess, "delivery": part_delivery, "uvicorn": part_uvicorn, "stall": part_stall,
+         "memory": part_memory}
 
 
 if __name__ == "__main__":
