@@ -3,6 +3,7 @@ command palette."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
@@ -51,6 +52,9 @@ class MaltiApp(App):
         self.source: DataSource | None = None
         self.auth: AuthInfo | None = None
         self.thresholds = Thresholds()
+        if "TEXTUAL_ANIMATIONS" not in os.environ:
+            # Sliding tab underlines cost frames (and bandwidth over SSH); keep it snappy.
+            self.animation_level = "basic"
 
     # ------------------------------------------------------------------ start-up
 
