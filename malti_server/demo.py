@@ -71,20 +71,6 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def _free_port(host: str = "127.0.0.1", preferred: int | None = None) -> int:
-    if preferred:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            try:
-                s.bind((host, preferred))
-                return preferred
-            except OSError:
-                pass
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def _local_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
@@ -251,29 +237,41 @@ async def backfill(url: str, service_keys: dict[str, str], total: int, days: flo
     async def produce() -> None:
         loop = asyncio.get_running_loop()
         batches = history_batches(total, days, end, epoch)
+        seq = 0
         while not stop.is_set():
             # Generating is CPU work: keep it off the event loop so the sends overlap it.
             item = await loop.run_in_executor(None, next, batches, None)
             if item is None:
                 break
             service, records = item
-            await queue.put((service, encoder.encode({"requests": records}), len(records)))
+            seq += 1
+            await queue.put((service, encoder.encode({"requests": records}), len(records), seq))
         for _ in range(IN_FLIGHT):
             await queue.put(None)
 
     async def send(client: httpx.AsyncClient) -> None:
         nonlocal sent, next_report
         while (item := await queue.get()) is not None:
-            service, body, count = item
+            service, body, count, seq = item
+            headers = {"X-API-Key": service_keys[service], "Content-Type": "application/json",
+                       # a retried batch (timeout, dropped connection) is stored once
+                       "Idempotency-Key": f"demo-history-{epoch:.0f}-{seq}"}
             for attempt in range(20):
-                r = await client.post("/api/v1/ingest", content=body, headers={
-                    "X-API-Key": service_keys[service], "Content-Type": "application/json"})
+                try:
+                    r = await client.post("/api/v1/ingest", content=body, headers=headers)
+                except httpx.TransportError as exc:
+                    if attempt == 19:
+                        raise DemoError(f"backfill could not reach the server: {exc}") from None
+                    await asyncio.sleep(1.0)
+                    continue
                 if r.status_code in (429, 503):
                     await asyncio.sleep(float(r.headers.get("retry-after", "1")))
                     continue
                 if r.status_code != 200:
                     raise DemoError(f"backfill refused by the server: {r.status_code} {r.text[:300]}")
                 break
+            else:
+                raise DemoError("backfill: the server kept answering 429/503")
             sent += count
             elapsed = time.monotonic() - started
             if elapsed >= next_report or sent >= total:
@@ -297,9 +295,13 @@ async def backfill(url: str, service_keys: dict[str, str], total: int, days: flo
 
 @dataclass
 class Target:
+    """One node of the sample API."""
+
     service: Service
     node: str
     url: str
+    proc: subprocess.Popen | None = None
+    port_file: Path | None = None
 
 
 def _request_for(rng: random.Random, endpoint: Endpoint) -> tuple[str, dict, dict[str, str], Any]:
@@ -434,6 +436,17 @@ def _wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout: float)
     return False
 
 
+def _wait_for_port_file(path: Path, proc: subprocess.Popen, timeout: float) -> int | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return None
+        with contextlib.suppress(OSError, ValueError):
+            return int(path.read_text())
+        time.sleep(0.1)
+    return None
+
+
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> bool:
     import httpx  # noqa: PLC0415
 
@@ -527,7 +540,6 @@ class Demo:
         self.data_dir: Path | None = None
         self.embedded = None
         self.children: Children | None = None
-        self.stopped_cleanly = True
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -604,34 +616,32 @@ class Demo:
         _say(f"  Malti server ready on {server_url}")
 
         # The sample API: one process per (service, node), instrumented through MALTI_* variables.
+        # Each binds its port itself (the next ones after the server's when free) and reports it.
         epoch = time.time()
         targets: list[Target] = []
-        procs: dict[str, subprocess.Popen] = {}
-        next_port = args.port + 1
-        for service in SERVICES:
-            for node, _ in service.nodes:
-                port = _free_port("127.0.0.1", next_port)
-                next_port = port + 1
-                app_env = dict(env)
-                app_env.update({
-                    "MALTI_SERVICE_NAME": service.name,
-                    "MALTI_API_KEY": keys[service.name],
-                    "MALTI_URL": server_url,
-                    "MALTI_NODE": node,
-                    "MALTI_BATCH_INTERVAL": "1",  # ship every second, so the live view moves
-                    "MALTI_CLEAN_MODE": "false",  # keep 401s and 404s: the demo shows every status
-                    "MALTI_SHUTDOWN_TIMEOUT": "5",
-                    "MALTI_DEMO_EPOCH": repr(epoch),
-                })
-                proc = self.children.start(node, [
-                    sys.executable, "-m", "malti_server.demo_app", "--service", service.name,
-                    "--host", "127.0.0.1", "--port", str(port)], app_env)
-                targets.append(Target(service, node, f"http://127.0.0.1:{port}"))
-                procs[node] = proc
+        for i, (service, node) in enumerate((s, n) for s in SERVICES for n, _ in s.nodes):
+            app_env = dict(env)
+            app_env.update({
+                "MALTI_SERVICE_NAME": service.name,
+                "MALTI_API_KEY": keys[service.name],
+                "MALTI_URL": server_url,
+                "MALTI_NODE": node,
+                "MALTI_BATCH_INTERVAL": "1",  # ship every second, so the live view moves
+                "MALTI_CLEAN_MODE": "false",  # keep 401s and 404s: the demo shows every status
+                "MALTI_SHUTDOWN_TIMEOUT": "5",
+                "MALTI_DEMO_EPOCH": repr(epoch),
+            })
+            port_file = log_dir / f"{node}.port"
+            port_file.unlink(missing_ok=True)
+            proc = self.children.start(node, [
+                sys.executable, "-m", "malti_server.demo_app", "--service", service.name,
+                "--host", "127.0.0.1", "--port", str(args.port + 1 + i), "--port-file", str(port_file)], app_env)
+            targets.append(Target(service, node, "", proc, port_file))
         for t in targets:
-            port = int(t.url.rsplit(":", 1)[1])
-            if not _wait_for_port("127.0.0.1", port, procs[t.node], 60):
+            port = _wait_for_port_file(t.port_file, t.proc, 60)
+            if port is None or not _wait_for_port("127.0.0.1", port, t.proc, 60):
                 raise DemoError(f"the sample API {t.node} did not start; its log:\n{_tail(log_dir / (t.node + '.log'))}")
+            t.url = f"http://127.0.0.1:{port}"
         _say(f"  sample API ready: {len(SERVICES)} services on {len(targets)} nodes")
 
         info = {"url": server_url, "user": USER, "user_key": keys[USER], "keys": keys,

@@ -273,19 +273,44 @@ def build_app(service_name: str, node: str | None = None, epoch: float | None = 
     return app
 
 
+def _bind(host: str, port: int):
+    """A bound socket on ``port``, or on a free port when that one is taken (``port`` 0: any)."""
+    import socket  # noqa: PLC0415
+
+    for candidate in ((port, 0) if port else (0,)):
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, candidate))
+            return sock
+        except OSError:
+            sock.close()
+            if candidate == 0:
+                raise
+    raise AssertionError("unreachable")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m malti_server.demo_app",
                                      description="One sample service of the Malti demo (settings from MALTI_*).")
     parser.add_argument("--service", required=True, choices=sorted(SERVICES_BY_NAME))
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--port", type=int, default=8001, help="port to listen on; another free one if taken")
+    parser.add_argument("--port-file", help="write the port actually used to this file")
     args = parser.parse_args(argv)
 
     import uvicorn  # noqa: PLC0415
 
     app = build_app(args.service)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=5)
+    # Bind here, before uvicorn starts: the port written to --port-file is ours, no race.
+    sock = _bind(args.host, args.port)
+    if args.port_file:
+        tmp = f"{args.port_file}.tmp"
+        with open(tmp, "w") as f:
+            f.write(str(sock.getsockname()[1]))
+        os.replace(tmp, args.port_file)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
