@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -87,10 +89,19 @@ class DemoProcess:
             self.proc.wait()
 
 
+@pytest.fixture
+def demo_dir():
+    # Not under pytest's basetemp: a concurrent pytest run resets /tmp/pytest-of-<user> to 0700,
+    # which locks the embedded PostgreSQL (run as another user when testing as root) out mid-start.
+    folder = Path(tempfile.mkdtemp(prefix="malti-demo-test-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_demo_starts_shows_live_and_history_and_stops_cleanly(tmp_path, stop_signal):
-    data_dir = tmp_path / "demo"
+def test_demo_starts_shows_live_and_history_and_stops_cleanly(demo_dir, stop_signal):
+    data_dir = demo_dir / "demo"
     port = _free_port()
     demo = DemoProcess(data_dir, port)
     try:
