@@ -9,7 +9,7 @@ query waits on the network.
 
 from __future__ import annotations
 
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
@@ -53,7 +53,25 @@ class LiveScreen(Screen):
     def _start_timer(self) -> None:
         if self._timer is not None:
             self._timer.stop()
-        self._timer = self.set_interval(self.query_state.time_range.refresh_seconds, self.load, pause=self.paused)
+        self._timer = self.set_interval(self.query_state.time_range.refresh_seconds, self._tick, pause=self.paused)
+
+    @property
+    def on_view(self) -> bool:
+        """On top, or only under dialogs (which leave it visible)."""
+        stack = self.app.screen_stack
+        if self not in stack:
+            return False
+        return all(isinstance(screen, ModalScreen) for screen in stack[stack.index(self) + 1:])
+
+    def _tick(self) -> None:
+        # A screen covered by another (a detail view) does not poll the server.
+        if self.on_view:
+            self.load()
+
+    def on_screen_resume(self) -> None:
+        # Back on top (e.g. after a detail view): catch up at once if we are live.
+        if self.loads and not self.paused:
+            self.load()
 
     @property
     def thresholds(self) -> Thresholds:
@@ -130,7 +148,7 @@ class LiveScreen(Screen):
         return False
 
     def _poll_log(self) -> None:
-        if self.log_visible():
+        if self.log_visible() and self.on_view:
             self.run_worker(self._load_log(self.query_state), group="log", exclusive=True, exit_on_error=False)
 
     async def _load_log(self, query: Query) -> None:

@@ -267,3 +267,26 @@ async def test_small_and_large_terminals(fixed_app):
         assert screen.has_class("-wide")
         assert "1,26" not in screen_text(app)  # sanity: text intact after resize
         assert "5,220" in screen_text(app)
+
+
+async def test_an_unusable_url_shows_the_login_screen_with_the_reason(config_dir):
+    from malti_tui.app import MaltiApp
+    from malti_tui.config import Settings
+    from malti_tui.screens.login import LoginScreen
+
+    app = MaltiApp(Settings(url="ftp://example", api_key="k", auto_refresh=False, config_dir=config_dir))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, LoginScreen))
+        assert "http://" in screen_text(app)  # the client's explanation: the URL must be http(s)
+
+
+async def test_a_dashboard_covered_by_a_detail_view_does_not_poll(fixed_app):
+    app, source = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("t", "enter")  # a detail view covers the dashboard
+        await wait_until(pilot, lambda: isinstance(app.screen, DrilldownScreen) and app.screen.loads >= 1)
+        before = len(source.queries)
+        screen._tick()
+        await pilot.pause(0.1)
+        assert len(source.queries) == before
