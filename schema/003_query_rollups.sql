@@ -9,45 +9,72 @@
 --   n, err, n2          all records, errors (status >= 400 except 401), 2xx records
 --   s2, lo2, hi2        sum / min / max response time of the 2xx records (NULL without any)
 --   st_codes/st_counts  records per status code (sparse, ascending codes)
---   lat_cells           latency histogram of the 2xx records, one bigint per non-empty
---                       bucket: key << 32 | count (ascending keys)
---   hist                lat_cells as array_send bytes without the 20-byte array header: 12 bytes
---                       per cell (int4 8, int8 cell), so a query concatenates any number of them
+--   lat_cells           latency histogram of the 2xx records, one integer per cell:
+--                       key << 20 | count (keys ascending; a count above 2^20 - 1 is split
+--                       over several cells of the same key, merging adds them up)
+--   hist                lat_cells as array_send bytes without the 20-byte array header: 8 bytes
+--                       per cell (int4 4, int4 cell), so a query concatenates any number of them
 --                       with string_agg and numpy reads the result as one array.
 --
 --   level  dimensions kept                              granularities
 --   all    (every service together)                     5min, 1h
 --   svc    service                                      5min, 1h, 1d
---   ep     service, method, endpoint                    5min, 1h, 1d
---   con    service, consumer                            5min, 1h, 1d
---   epcon  service, method, endpoint, consumer          1h, 1d
---   nc     service, node, context                       1h, 1d
+--   ep     service, method, endpoint                    5min, 1h, 6h, 1d
+--   con    service, consumer                            5min, 1h, 6h, 1d
+--   acon   consumer (every service together)            5min, 1h, 6h, 1d
+--   epcon  service, method, endpoint, consumer          1h, 6h, 1d
+--   nc     service, node, context                       1h, 6h, 1d
 --
--- The compactor (malti_compact_pending, replaced below) folds pending rows into these levels in
--- the same transaction as into rollup_5min / rollup_1h. Retention: *_5min tables follow the
--- 5-minute rollup retention, *_1h and *_1d the 1-hour one.
+-- Table malti_rollup_levels lists them. The compactor (malti_compact_pending, replaced below)
+-- folds pending rows into every level in the same transaction as into rollup_5min / rollup_1h.
+-- Retention: *_5min tables follow the 5-minute rollup retention, *_1h, *_6h and *_1d the 1-hour one.
 
--- Merge two sparse cell arrays (key << 32 | count) by adding counts per key.
-CREATE FUNCTION malti_cells_merge(a bigint[], b bigint[]) RETURNS bigint[]
+-- Histogram cells: key << 20 | count, count at most 2^20 - 1 (larger counts span several cells).
+CREATE FUNCTION malti_cells_of(keys integer[], counts bigint[]) RETURNS integer[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(array_agg((k << 32) | c ORDER BY k), '{}')
-    FROM (SELECT x >> 32 AS k, sum(x & 4294967295)::bigint AS c
+    SELECT coalesce(array_agg((k << 20) | least(c - g * 1048575, 1048575)::integer ORDER BY k, g), '{}')
+    FROM unnest(keys, counts) AS u(k, c), generate_series(0, (c - 1) / 1048575) AS g
+    WHERE c > 0
+$$;
+
+-- Merge two cell arrays by adding counts per key.
+CREATE FUNCTION malti_cells_merge(a integer[], b integer[]) RETURNS integer[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT malti_cells_of(array_agg(k ORDER BY k), array_agg(c ORDER BY k))
+    FROM (SELECT x >> 20 AS k, sum(x & 1048575)::bigint AS c
           FROM (SELECT unnest(a) UNION ALL SELECT unnest(b)) AS u(x)
           GROUP BY 1) AS s
 $$;
 
 -- Cells of a 001-style histogram (parallel key and count arrays).
-CREATE FUNCTION malti_cells(keys smallint[], counts integer[]) RETURNS bigint[]
+CREATE FUNCTION malti_cells(keys smallint[], counts integer[]) RETURNS integer[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(array_agg((k::bigint << 32) | c::bigint ORDER BY k), '{}') FROM unnest(keys, counts) AS u(k, c)
+    SELECT malti_cells_of(keys::integer[], counts::bigint[])
 $$;
 
 -- The packed form read by queries (array_send is STABLE only because it may call output
--- functions of element types; for bigint[] it is a pure function of its input).
-CREATE FUNCTION malti_cells_pack(cells bigint[]) RETURNS bytea
+-- functions of element types; for integer[] it is a pure function of its input).
+CREATE FUNCTION malti_cells_pack(cells integer[]) RETURNS bytea
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN cardinality(cells) > 0 THEN substring(array_send(cells) FROM 21) END
 $$;
+
+CREATE TABLE malti_rollup_levels (
+    name  text PRIMARY KEY,
+    width interval NOT NULL,
+    dims  text NOT NULL
+);
+INSERT INTO malti_rollup_levels VALUES
+    ('rollup_all_5min', '5 minutes', 'all'), ('rollup_all_1h', '1 hour', 'all'),
+    ('rollup_svc_5min', '5 minutes', 'svc'), ('rollup_svc_1h', '1 hour', 'svc'), ('rollup_svc_1d', '1 day', 'svc'),
+    ('rollup_ep_5min', '5 minutes', 'ep'), ('rollup_ep_1h', '1 hour', 'ep'), ('rollup_ep_6h', '6 hours', 'ep'),
+    ('rollup_ep_1d', '1 day', 'ep'),
+    ('rollup_con_5min', '5 minutes', 'con'), ('rollup_con_1h', '1 hour', 'con'), ('rollup_con_6h', '6 hours', 'con'),
+    ('rollup_con_1d', '1 day', 'con'),
+    ('rollup_acon_5min', '5 minutes', 'acon'), ('rollup_acon_1h', '1 hour', 'acon'),
+    ('rollup_acon_6h', '6 hours', 'acon'), ('rollup_acon_1d', '1 day', 'acon'),
+    ('rollup_epcon_1h', '1 hour', 'epcon'), ('rollup_epcon_6h', '6 hours', 'epcon'), ('rollup_epcon_1d', '1 day', 'epcon'),
+    ('rollup_nc_1h', '1 hour', 'nc'), ('rollup_nc_6h', '6 hours', 'nc'), ('rollup_nc_1d', '1 day', 'nc');
 
 CREATE TABLE malti_coarse_template (
     bucket    timestamptz      NOT NULL,
@@ -65,7 +92,7 @@ CREATE TABLE malti_coarse_template (
     hi2       double precision,
     st_codes  smallint[]       NOT NULL,
     st_counts integer[]        NOT NULL,
-    lat_cells bigint[]         NOT NULL
+    lat_cells integer[]        NOT NULL
 );
 
 DO $$
@@ -78,18 +105,7 @@ DECLARE
     consumer_x text;
     context_x text;
 BEGIN
-    FOR v IN
-        SELECT * FROM (VALUES
-            ('rollup_all_5min', '5 minutes', 'all'), ('rollup_all_1h', '1 hour', 'all'),
-            ('rollup_svc_5min', '5 minutes', 'svc'), ('rollup_svc_1h', '1 hour', 'svc'),
-            ('rollup_svc_1d', '1 day', 'svc'),
-            ('rollup_ep_5min', '5 minutes', 'ep'), ('rollup_ep_1h', '1 hour', 'ep'),
-            ('rollup_ep_1d', '1 day', 'ep'),
-            ('rollup_con_5min', '5 minutes', 'con'), ('rollup_con_1h', '1 hour', 'con'),
-            ('rollup_con_1d', '1 day', 'con'),
-            ('rollup_epcon_1h', '1 hour', 'epcon'), ('rollup_epcon_1d', '1 day', 'epcon'),
-            ('rollup_nc_1h', '1 hour', 'nc'), ('rollup_nc_1d', '1 day', 'nc')
-        ) AS t(name, width, dims)
+    FOR v IN SELECT name, width::text AS width, dims FROM malti_rollup_levels ORDER BY name
     LOOP
         EXECUTE format('CREATE TABLE %I (LIKE malti_coarse_template)', v.name);
         EXECUTE format('ALTER TABLE %I ADD COLUMN hist bytea GENERATED ALWAYS AS (malti_cells_pack(lat_cells)) STORED',
@@ -106,18 +122,18 @@ BEGIN
             EXECUTE format('CREATE UNIQUE INDEX %I ON %I (bucket, service, consumer, node, context, method, endpoint)'
                            ' NULLS NOT DISTINCT', v.name || '_key', v.name);
         END IF;
-        IF v.dims IN ('con', 'epcon') THEN
+        IF v.dims IN ('con', 'acon', 'epcon') THEN
             EXECUTE format('CREATE INDEX %I ON %I (consumer, bucket)', v.name || '_consumer', v.name);
         END IF;
 
         -- read view: folded rows plus still-pending partial rows projected to the level, so a
         -- record is visible at every level as soon as ingest answers
-        service_x := CASE WHEN v.dims = 'all' THEN '''''::text' ELSE 'service' END;
+        service_x := CASE WHEN v.dims IN ('all', 'acon') THEN '''''::text' ELSE 'service' END;
         node_x := CASE WHEN v.dims = 'nc' THEN 'node' ELSE 'NULL::text' END;
         context_x := CASE WHEN v.dims = 'nc' THEN 'context' ELSE 'NULL::text' END;
         method_x := CASE WHEN v.dims IN ('ep', 'epcon') THEN 'method' ELSE '''''::text' END;
         endpoint_x := CASE WHEN v.dims IN ('ep', 'epcon') THEN 'endpoint' ELSE '''''::text' END;
-        consumer_x := CASE WHEN v.dims IN ('con', 'epcon') THEN 'consumer' ELSE '''''::text' END;
+        consumer_x := CASE WHEN v.dims IN ('con', 'acon', 'epcon') THEN 'consumer' ELSE '''''::text' END;
         EXECUTE format($q$
             CREATE VIEW %1$I AS
                 SELECT bucket, service, node, method, endpoint, consumer, context,
@@ -175,11 +191,11 @@ BEGIN
     EXECUTE format($q$
         WITH src AS (
             SELECT date_bin($1, bucket, timestamptz '2000-01-01 00:00:00+00') AS bucket,
-                   CASE WHEN $2 = 'all' THEN '' ELSE service END AS service,
+                   CASE WHEN $2 IN ('all', 'acon') THEN '' ELSE service END AS service,
                    CASE WHEN $2 = 'nc' THEN coalesce(node, E'\x01') ELSE E'\x01' END AS node_k,
                    CASE WHEN $2 IN ('ep', 'epcon') THEN method ELSE '' END AS method,
                    CASE WHEN $2 IN ('ep', 'epcon') THEN endpoint ELSE '' END AS endpoint,
-                   CASE WHEN $2 IN ('con', 'epcon') THEN consumer ELSE '' END AS consumer,
+                   CASE WHEN $2 IN ('con', 'acon', 'epcon') THEN consumer ELSE '' END AS consumer,
                    CASE WHEN $2 = 'nc' THEN coalesce(context, E'\x01') ELSE E'\x01' END AS context_k,
                    status, n, sum_ms, min_ms, max_ms, lat_keys, lat_counts
             FROM malti_src
@@ -205,8 +221,9 @@ BEGIN
             GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
         ), hists AS (
             SELECT bucket, service, node_k, method, endpoint, consumer, context_k,
-                   array_agg((k::bigint << 32) | c ORDER BY k) AS cells
-            FROM cells GROUP BY 1, 2, 3, 4, 5, 6, 7
+                   array_agg((k::integer << 20) | least(c - g * 1048575, 1048575)::integer ORDER BY k, g) AS cells
+            FROM cells, generate_series(0, (c - 1) / 1048575) AS g
+            GROUP BY 1, 2, 3, 4, 5, 6, 7
         )
         INSERT INTO %s AS r (bucket, service, node, method, endpoint, consumer, context,
                              n, err, n2, s2, lo2, hi2, st_codes, st_counts, lat_cells)
@@ -239,6 +256,7 @@ CREATE OR REPLACE FUNCTION malti_compact_pending() RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     moved bigint;
+    level record;
 BEGIN
     DROP TABLE IF EXISTS malti_src;
     DROP TABLE IF EXISTS malti_moved;
@@ -254,21 +272,9 @@ BEGIN
         UPDATE malti_moved SET bucket = date_trunc('hour', bucket);
         PERFORM malti_fold_into('rollup_1h');
         DROP TABLE malti_moved;
-        PERFORM malti_fold_coarse('rollup_all_5min', '5 minutes', 'all');
-        PERFORM malti_fold_coarse('rollup_all_1h', '1 hour', 'all');
-        PERFORM malti_fold_coarse('rollup_svc_5min', '5 minutes', 'svc');
-        PERFORM malti_fold_coarse('rollup_svc_1h', '1 hour', 'svc');
-        PERFORM malti_fold_coarse('rollup_svc_1d', '1 day', 'svc');
-        PERFORM malti_fold_coarse('rollup_ep_5min', '5 minutes', 'ep');
-        PERFORM malti_fold_coarse('rollup_ep_1h', '1 hour', 'ep');
-        PERFORM malti_fold_coarse('rollup_ep_1d', '1 day', 'ep');
-        PERFORM malti_fold_coarse('rollup_con_5min', '5 minutes', 'con');
-        PERFORM malti_fold_coarse('rollup_con_1h', '1 hour', 'con');
-        PERFORM malti_fold_coarse('rollup_con_1d', '1 day', 'con');
-        PERFORM malti_fold_coarse('rollup_epcon_1h', '1 hour', 'epcon');
-        PERFORM malti_fold_coarse('rollup_epcon_1d', '1 day', 'epcon');
-        PERFORM malti_fold_coarse('rollup_nc_1h', '1 hour', 'nc');
-        PERFORM malti_fold_coarse('rollup_nc_1d', '1 day', 'nc');
+        FOR level IN SELECT name, width, dims FROM malti_rollup_levels ORDER BY name LOOP
+            PERFORM malti_fold_coarse(level.name::regclass, level.width, level.dims);
+        END LOOP;
     END IF;
     DROP TABLE malti_src;
     RETURN moved;

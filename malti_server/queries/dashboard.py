@@ -70,9 +70,10 @@ def _section(sec: int, keys: str, agg: str, source: str, group: str, order_limit
 
 
 def _rollup_source(q: MetricsQuery, start: datetime, stop: datetime, finest: timedelta,
-                   need: frozenset[str], binds: Binds, service_only: bool = False) -> str:
+                   need: frozenset[str], binds: Binds, service_only: bool = False,
+                   per_service: bool = True) -> str:
     parts = []
-    for level, intervals in plan_sources(start, stop, finest, need):
+    for level, intervals in plan_sources(start, stop, finest, need, per_service):
         conds = [time_condition("bucket", intervals, binds)]
         conds += filter_conditions(q.filters, binds, level.dims, service_only)
         parts.append(f"SELECT * FROM {level.view} WHERE " + " AND ".join(conds))
@@ -98,7 +99,7 @@ def build_rollup_sql(q: MetricsQuery) -> tuple[str, list[Any]]:
                  _rollup_source(q, a, b, step, f | {"method", "endpoint"}, binds), "service, method, endpoint",
                  f"ORDER BY n DESC, service, method, endpoint LIMIT {TOP_N}\n"),
         _section(SEC_CONSUMERS, "NULL::timestamptz, consumer, NULL::text, NULL::text, NULL::int", _ROLLUP_AGG,
-                 _rollup_source(q, a, b, step, f | {"consumer"}, binds), "consumer",
+                 _rollup_source(q, a, b, step, f | {"consumer"}, binds, per_service=per_service), "consumer",
                  f"ORDER BY n DESC, consumer LIMIT {TOP_N}\n"),
         _section(SEC_STATUS, "NULL::timestamptz, service, NULL::text, NULL::text, code::int", _COUNTS_AGG,
                  _rollup_source(q, a, b, step, f, binds) + ", unnest(st_codes, st_counts) AS st(code, c)",

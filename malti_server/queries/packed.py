@@ -1,8 +1,8 @@
 """Decode packed latency histograms and merge them with numpy.
 
-The rollup levels store the 2xx latency histogram as 12-byte cells (schema/003: array_send of a
-bigint[] of ``key << 32 | count`` without its header, so each cell is ``int4 8`` then the big-endian
-bigint). A query concatenates the packed histograms of each result group with ``string_agg``;
+The rollup levels store the 2xx latency histogram as 8-byte cells (schema/003: array_send of an
+integer[] of ``key << 20 | count`` without its header, so each cell is ``int4 4`` then the
+big-endian integer; a key may appear in several cells, their counts add up). A query concatenates the packed histograms of each result group with ``string_agg``;
 since merging is adding counts per key, the cells of a group need no further structure. Here those
 blobs become one dense matrix ``groups x (MAX_KEY + 1)`` of counts, from which :func:`quantiles`
 reads percentile_cont-compatible estimates for all groups at once.
@@ -17,7 +17,7 @@ import numpy as np
 from .. import histogram
 
 N_KEYS = histogram.MAX_KEY + 1
-CELL = np.dtype([("len", ">i4"), ("v", ">i8")])
+CELL = np.dtype([("len", ">i4"), ("v", ">i4")])
 _BUCKET_VALUES = histogram.values(np.arange(N_KEYS))
 
 
@@ -26,13 +26,13 @@ def merge_blobs(blobs: Sequence[bytes | None]) -> np.ndarray:
     g = len(blobs)
     if g == 0:
         return np.zeros((0, N_KEYS))
-    sizes = np.fromiter((len(b) // 12 if b else 0 for b in blobs), dtype=np.int64, count=g)
+    sizes = np.fromiter((len(b) // 8 if b else 0 for b in blobs), dtype=np.int64, count=g)
     if not sizes.any():
         return np.zeros((g, N_KEYS))
     cells = np.frombuffer(b"".join(b for b in blobs if b), dtype=CELL)
     v = cells["v"].astype(np.int64)
-    keys = np.clip(v >> 32, 0, N_KEYS - 1)
-    counts = (v & 0xFFFFFFFF).astype(np.float64)
+    keys = np.minimum(v >> 20, N_KEYS - 1)
+    counts = (v & 0xFFFFF).astype(np.float64)
     flat = np.repeat(np.arange(g, dtype=np.int64) * N_KEYS, sizes) + keys
     return np.bincount(flat, weights=counts, minlength=g * N_KEYS).reshape(g, N_KEYS)
 

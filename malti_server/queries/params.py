@@ -17,6 +17,7 @@ ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)  # bucket origin (a Saturday midnight,
 MINUTE = timedelta(minutes=1)
 FIVE_MINUTES = timedelta(minutes=5)
 HOUR = timedelta(hours=1)
+SIX_HOURS = timedelta(hours=6)
 DAY = timedelta(days=1)
 
 INTERVALS = {"1min": MINUTE, "5min": FIVE_MINUTES, "1hour": HOUR}

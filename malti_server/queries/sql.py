@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from .params import DAY, FIVE_MINUTES, HOUR, Filters, ceil_time, floor_time
+from .params import DAY, FIVE_MINUTES, HOUR, SIX_HOURS, Filters, ceil_time, floor_time
 
 ALL_DIMS = frozenset({"node", "method", "endpoint", "consumer", "context"})
 
@@ -34,6 +34,7 @@ LEVELS: dict[timedelta, list[Level]] = {
     FIVE_MINUTES: [
         Level("rollup_all_5min_all", FIVE_MINUTES, frozenset(), per_service=False),
         _level("rollup_svc_5min_all", FIVE_MINUTES),
+        Level("rollup_acon_5min_all", FIVE_MINUTES, frozenset({"consumer"}), per_service=False),
         _level("rollup_con_5min_all", FIVE_MINUTES, "consumer"),
         _level("rollup_ep_5min_all", FIVE_MINUTES, "method", "endpoint"),
         _level("rollup_full_5min_all", FIVE_MINUTES, "*"),
@@ -42,14 +43,23 @@ LEVELS: dict[timedelta, list[Level]] = {
         Level("rollup_all_1h_all", HOUR, frozenset(), per_service=False),
         _level("rollup_svc_1h_all", HOUR),
         _level("rollup_nc_1h_all", HOUR, "node", "context"),
+        Level("rollup_acon_1h_all", HOUR, frozenset({"consumer"}), per_service=False),
         _level("rollup_con_1h_all", HOUR, "consumer"),
         _level("rollup_ep_1h_all", HOUR, "method", "endpoint"),
         _level("rollup_epcon_1h_all", HOUR, "method", "endpoint", "consumer"),
         _level("rollup_full_1h_all", HOUR, "*"),
     ],
+    SIX_HOURS: [
+        _level("rollup_nc_6h_all", SIX_HOURS, "node", "context"),
+        Level("rollup_acon_6h_all", SIX_HOURS, frozenset({"consumer"}), per_service=False),
+        _level("rollup_con_6h_all", SIX_HOURS, "consumer"),
+        _level("rollup_ep_6h_all", SIX_HOURS, "method", "endpoint"),
+        _level("rollup_epcon_6h_all", SIX_HOURS, "method", "endpoint", "consumer"),
+    ],
     DAY: [
         _level("rollup_svc_1d_all", DAY),
         _level("rollup_nc_1d_all", DAY, "node", "context"),
+        Level("rollup_acon_1d_all", DAY, frozenset({"consumer"}), per_service=False),
         _level("rollup_con_1d_all", DAY, "consumer"),
         _level("rollup_ep_1d_all", DAY, "method", "endpoint"),
         _level("rollup_epcon_1d_all", DAY, "method", "endpoint", "consumer"),
@@ -71,35 +81,30 @@ Interval = tuple[datetime, datetime]
 def plan_sources(start: datetime, stop: datetime, finest: timedelta, need: frozenset[str],
                  per_service: bool = True) -> list[tuple[Level, list[Interval]]]:
     """Cover [start, stop) (aligned to ``finest``) with the coarsest buckets that fit inside it:
-    whole days from a 1-day level, whole hours from a 1-hour level, the rest at ``finest``."""
-    out: list[tuple[Level, list[Interval]]] = []
-    if start >= stop:
-        return out
-    d0, d1 = ceil_time(start, DAY), floor_time(stop, DAY)
-    day_level = pick_level(DAY, need, per_service) if d0 < d1 else None
-    if finest == HOUR:
-        h0, h1 = start, stop
-    else:
-        h0, h1 = ceil_time(start, HOUR), floor_time(stop, HOUR)
-    hour_level = pick_level(HOUR, need, per_service)
-    hour_ints: list[Interval] = []
-    if day_level is not None:
-        out.append((day_level, [(d0, d1)]))
-        hour_ints = [(h0, d0), (d1, h1)]
-    elif h0 < h1:
-        hour_ints = [(h0, h1)]
-    hour_ints = [iv for iv in hour_ints if iv[0] < iv[1]]
-    if hour_ints:
-        assert hour_level is not None
-        out.append((hour_level, hour_ints))
-    if finest == FIVE_MINUTES:
-        five = [(start, h0), (h1, stop)] if h0 < h1 else [(start, stop)]
-        five = [iv for iv in five if iv[0] < iv[1]]
-        level = pick_level(FIVE_MINUTES, need, per_service)
-        assert level is not None
-        if five:
-            out.append((level, five))
-    return out
+    whole days from a 1-day level, then whole 6-hour blocks, whole hours, the rest at ``finest``
+    (each from the cheapest level keeping ``need``)."""
+    widths = [w for w in (DAY, SIX_HOURS, HOUR, FIVE_MINUTES) if w >= finest]
+    found: dict[Level, list[Interval]] = {}
+
+    def cover(lo: datetime, hi: datetime, idx: int) -> None:
+        if lo >= hi:
+            return
+        width = widths[idx]
+        level = pick_level(width, need, per_service)
+        if idx == len(widths) - 1:
+            assert level is not None  # the full-dimension levels exist at 5 minutes and 1 hour
+            found.setdefault(level, []).append((lo, hi))
+            return
+        a, b = ceil_time(lo, width), floor_time(hi, width)
+        if level is None or a >= b:
+            cover(lo, hi, idx + 1)
+            return
+        found.setdefault(level, []).append((a, b))
+        cover(lo, a, idx + 1)
+        cover(b, hi, idx + 1)
+
+    cover(start, stop, 0)
+    return [(level, sorted(intervals)) for level, intervals in found.items()]
 
 
 class Binds:

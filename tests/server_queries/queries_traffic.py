@@ -60,8 +60,9 @@ def generate(n: int, seed: int = 7) -> dict[str, list]:
 
 
 async def load(conn: asyncpg.Connection, cols: dict[str, list], batch: int = 2000, seed: int = 3) -> None:
-    """Schema, partitions, then the records in shuffled batches through the ingest SQL; the first
-    half is compacted into the rollup tables, the rest stays pending (both must be visible)."""
+    """Schema, partitions, then the records in shuffled batches through the ingest SQL. The
+    compactor runs every few batches (so folded rows get merged again and again); the last fifth
+    stays pending (both must be visible)."""
     await migrate(conn)
     days: set[date] = {t.date() for t in cols["created_at"]}
     await Partitions(True).ensure(conn, days)
@@ -77,8 +78,7 @@ async def load(conn: asyncpg.Connection, cols: dict[str, list], batch: int = 200
                     ("created_at", "service", "node", "method", "endpoint", "status", "response_time",
                      "consumer", "context")]
             await conn.fetchval(STORE_BATCH_SQL, *args, service, None)
-        if start + batch >= n // 2 and start < n // 2:
-            await conn.fetchval("SELECT malti_compact_pending()")
+        if i % 4 == 3 and start + batch <= n * 0.8:
             await conn.fetchval("SELECT malti_compact_pending()")
 
 

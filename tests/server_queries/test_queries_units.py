@@ -83,15 +83,18 @@ def test_cursor_round_trip():
     ("2026-11-01T03:15:00", "2026-11-01T03:40:00", FIVE_MINUTES),
     ("2026-11-01T03:15:00", "2026-11-01T05:10:00", FIVE_MINUTES),
     ("2026-11-01T23:55:00", "2026-11-02T00:05:00", FIVE_MINUTES),
+    ("2026-11-01T05:55:00", "2026-11-03T19:05:00", FIVE_MINUTES),
+    ("2026-11-01T05:00:00", "2026-11-01T13:00:00", HOUR),
 ])
 @pytest.mark.parametrize("need", [frozenset(), frozenset({"consumer"}), frozenset({"node", "endpoint"}),
                                   frozenset({"method", "endpoint", "consumer"})])
-def test_planned_sources_tile_the_range_exactly(start, stop, finest, need):
+@pytest.mark.parametrize("per_service", [True, False])
+def test_planned_sources_tile_the_range_exactly(start, stop, finest, need, per_service):
     a = datetime.fromisoformat(start).replace(tzinfo=UTC)
     b = datetime.fromisoformat(stop).replace(tzinfo=UTC)
     covered = []
-    for level, intervals in plan_sources(a, b, finest, need):
-        assert need <= level.dims
+    for level, intervals in plan_sources(a, b, finest, need, per_service):
+        assert need <= level.dims and (level.per_service or not per_service)
         for lo, hi in intervals:
             assert lo < hi and floor_time(lo, level.width) == lo and floor_time(hi, level.width) == hi
             covered.append((lo, hi))
@@ -106,6 +109,8 @@ def test_smallest_level_is_chosen():
     assert pick_level(HOUR, frozenset({"endpoint"}), per_service=False).view == "rollup_ep_1h_all"
     assert pick_level(HOUR, frozenset({"endpoint"})).view == "rollup_ep_1h_all"
     assert pick_level(DAY, frozenset({"endpoint", "consumer"})).view == "rollup_epcon_1d_all"
+    assert pick_level(DAY, frozenset({"consumer"}), per_service=False).view == "rollup_acon_1d_all"
+    assert pick_level(DAY, frozenset({"consumer"})).view == "rollup_con_1d_all"
     assert pick_level(DAY, frozenset({"node", "endpoint"})) is None
     assert pick_level(FIVE_MINUTES, frozenset({"context"})).view == "rollup_full_5min_all"
     assert all(LEVELS[w][-1].dims >= {"node", "context"} for w in (FIVE_MINUTES, HOUR))
@@ -113,8 +118,16 @@ def test_smallest_level_is_chosen():
 
 
 def _pack(keys, counts) -> bytes:
-    """What schema/003's malti_cells_pack stores: array_send cells (int4 8, int8 key << 32 | count)."""
-    return b"".join((8).to_bytes(4, "big") + ((int(k) << 32) | int(c)).to_bytes(8, "big") for k, c in zip(keys, counts))
+    """What schema/003's malti_cells_pack stores: array_send cells (int4 4, int4 key << 20 | count),
+    a count over 2^20 - 1 spread over several cells."""
+    out = b""
+    for k, c in zip(keys, counts):
+        c = int(c)
+        while c > 0:
+            part = min(c, 1048575)
+            out += (4).to_bytes(4, "big") + ((int(k) << 20) | part).to_bytes(4, "big")
+            c -= part
+    return out
 
 
 def test_packed_merge_and_quantiles_match_the_reference_histogram():
@@ -140,3 +153,5 @@ def test_packed_merge_and_quantiles_match_the_reference_histogram():
         assert dense[i].sum() == sum(len(p) for p in groups[i])
     assert np.isnan(est[-1]).all()
     assert packed.merge_blobs([None, b""]).shape == (2, packed.N_KEYS)
+    big = packed.merge_blobs([_pack([500, 7], [3_000_000, 1])])
+    assert big[0, 500] == 3_000_000 and big[0, 7] == 1
