@@ -564,6 +564,8 @@ class Demo:
         log_dir.mkdir(exist_ok=True)
         self.children = Children(log_dir)
         _say(f"Malti demo: data in {self.data_dir}" + (" (temporary, removed on exit)" if self.temporary else ""))
+        if getattr(args, "config", None):
+            _say("  note: --config is not used by the demo, which writes its own configuration")
 
         # Configuration: fresh keys, or the ones of a previous demo in the same --data-dir.
         config_path = self.data_dir / "malti-demo.toml"

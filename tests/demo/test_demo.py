@@ -136,8 +136,10 @@ def test_demo_starts_shows_live_and_history_and_stops_cleanly(demo_dir, stop_sig
             assert realtime["metrics_summary"]["total_requests"] > 0
 
             # History was backfilled before the demo started, through ingest.
-            past = client.get("/api/v1/metrics/aggregate", params={
-                "start_time": _iso(started - 2 * 86400), "end_time": _iso(started - 60)}).json()
+            r = client.get("/api/v1/metrics/aggregate", params={
+                "start_time": _iso(started - 2 * 86400), "end_time": _iso(started - 60)})
+            assert r.status_code == 200, r.text
+            past = r.json()
             assert past["metrics_summary"]["total_requests"] > 3000
             assert len(past["distinct_nodes"]) == 5
             assert past["distinct_contexts"]
