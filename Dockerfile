@@ -24,7 +24,8 @@ COPY malti_notebook ./malti_notebook
 COPY schema ./schema
 
 RUN pip install ".[server]" \
- && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+ && groupadd --system --gid 10001 malti \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
             --shell /usr/sbin/nologin malti
 
 USER 10001:10001
