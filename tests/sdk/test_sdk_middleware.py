@@ -222,3 +222,24 @@ def test_default_system_is_the_process_wide_one():
 def _consumers(system):
     return [r[4].decode() if isinstance(r[4], bytes) else r[4] for r in rows(system)]
 
+
+
+async def test_consumer_set_by_another_middleware(system):
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    class SetConsumer(BaseHTTPMiddleware):
+        async def dispatch(self, request, call_next):
+            request.state.malti_consumer = "from-middleware"
+            return await call_next(request)
+
+    for position in ("inner", "outer"):
+        app = Starlette(routes=[Route("/x", lambda request: PlainTextResponse("ok"))])
+        if position == "inner":
+            app.add_middleware(SetConsumer)
+            app.add_middleware(MaltiMiddleware, telemetry_system=system)
+        else:
+            app.add_middleware(MaltiMiddleware, telemetry_system=system)
+            app.add_middleware(SetConsumer)
+        assert await call(app, "/x") == [200]
+    assert _consumers(system) == ["from-middleware", "from-middleware"]
+    assert [r[1] for r in rows(system)] == ["/x", "/x"]
