@@ -57,33 +57,12 @@ KEY_SQL = (
     f" ELSE least({histogram.MAX_KEY}, ceil(ln(rt / {histogram.X_MIN_MS!r}) / {histogram.LN_GAMMA!r}))::smallint END"
 )
 
-# (table, bucket width, dims kept) -- every rollup level of schema/001 and schema/003
-LEVELS = [
-    ("rollup_5min", "5 minutes", "full"), ("rollup_1h", "1 hour", "full"),
-    ("rollup_all_5min", "5 minutes", "all"), ("rollup_all_1h", "1 hour", "all"),
-    ("rollup_svc_5min", "5 minutes", "svc"), ("rollup_svc_1h", "1 hour", "svc"), ("rollup_svc_1d", "1 day", "svc"),
-    ("rollup_ep_5min", "5 minutes", "ep"), ("rollup_ep_1h", "1 hour", "ep"), ("rollup_ep_1d", "1 day", "ep"),
-    ("rollup_con_5min", "5 minutes", "con"), ("rollup_con_1h", "1 hour", "con"), ("rollup_con_1d", "1 day", "con"),
-    ("rollup_epcon_1h", "1 hour", "epcon"), ("rollup_epcon_1d", "1 day", "epcon"),
-    ("rollup_nc_1h", "1 hour", "nc"), ("rollup_nc_1d", "1 day", "nc"),
-]
-
-
-def projected(dims: str) -> str:
-    keep = {
-        "full": {"node", "method", "endpoint", "consumer", "context"},
-        "all": set(), "svc": set(), "ep": {"method", "endpoint"}, "con": {"consumer"},
-        "epcon": {"method", "endpoint", "consumer"}, "nc": {"node", "context"},
-    }[dims]
-    cols = ["''::text AS service" if dims == "all" else "service"]
-    for c in ("node", "method", "endpoint", "consumer", "context"):
-        if c in keep:
-            cols.append(c)
-        elif c in ("node", "context"):
-            cols.append(f"NULL::text AS {c}")
-        else:
-            cols.append(f"''::text AS {c}")
-    return ", ".join(cols)
+FULL_LEVELS = [("rollup_5min", "5 minutes"), ("rollup_1h", "1 hour")]
+FAMILY_DIMS = {  # the dimensions each coarse family keeps (schema/003)
+    "all": set(), "svc": {"service"}, "ep": {"service", "method", "endpoint"},
+    "con": {"service", "consumer"}, "acon": {"consumer"},
+    "epcon": {"service", "method", "endpoint", "consumer"}, "nc": {"service", "node", "context"},
+}
 
 
 STAGE_SQL = """
@@ -132,30 +111,36 @@ async def drop_indexes(conn: asyncpg.Connection, table: str) -> list[str]:
     return [r["def"] for r in rows]
 
 
-def coarse_sql(table: str, width: str, dims: str, since: bool) -> str:
-    """One coarse level straight from the staged records (same rows as the compactor's fold)."""
-    def dim(col: str, keep: bool, nullable: bool) -> str:
-        if nullable:
-            return f"coalesce({col}, E'\\x01')" if keep else "E'\\x01'"
-        return col if keep else "''"
+def family_cells_sql(name: str, dims: str, width: str, since: bool) -> str:
+    """Histogram cells of one dimension family at ``width`` from the staged records."""
+    keep = FAMILY_DIMS[dims]
     cols = [
-        dim("service", dims != "all", False),
-        dim("node", dims == "nc", True),
-        dim("method", dims in ("ep", "epcon"), False),
-        dim("endpoint", dims in ("ep", "epcon"), False),
-        dim("consumer", dims in ("con", "epcon"), False),
-        dim("context", dims == "nc", True),
+        "service" if "service" in keep else "''",
+        "coalesce(node, E'\\x01')" if "node" in keep else "E'\\x01'",
+        "method" if "method" in keep else "''",
+        "endpoint" if "endpoint" in keep else "''",
+        "consumer" if "consumer" in keep else "''",
+        "coalesce(context, E'\\x01')" if "context" in keep else "E'\\x01'",
     ]
     names = ["service", "node_k", "method", "endpoint", "consumer", "context_k"]
     proj = ", ".join(f"{c} AS {n}" for c, n in zip(cols, names))
     where = "WHERE created_at >= $1" if since else ""
     return f"""
+        CREATE UNLOGGED TABLE {name} AS
+        SELECT date_bin('{width}', created_at, timestamptz '2000-01-01Z') AS bucket, {proj},
+               status, {KEY_SQL} AS k, count(*) AS c, sum(rt) AS s, min(rt) AS lo, max(rt) AS hi
+        FROM bench_stage {where} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"""
+
+
+def coarse_sql(table: str, width: str, source: str) -> str:
+    """One coarse level from family cells (the same rows the compactor's fold produces)."""
+    return f"""
         INSERT INTO {table} (bucket, service, node, method, endpoint, consumer, context,
                              n, err, n2, s2, lo2, hi2, st_codes, st_counts, lat_cells)
         WITH cells AS (
-            SELECT date_bin('{width}', created_at, timestamptz '2000-01-01Z') AS bucket, {proj},
-                   status, {KEY_SQL} AS k, count(*) AS c, sum(rt) AS s, min(rt) AS lo, max(rt) AS hi
-            FROM bench_stage {where} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+            SELECT date_bin('{width}', bucket, timestamptz '2000-01-01Z') AS bucket, service, node_k, method,
+                   endpoint, consumer, context_k, status, k, sum(c) AS c, sum(s) AS s, min(lo) AS lo, max(hi) AS hi
+            FROM {source} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
         ), per_status AS (
             SELECT bucket, service, node_k, method, endpoint, consumer, context_k, status,
                    sum(c) AS n, sum(s) AS s, min(lo) AS lo, max(hi) AS hi
@@ -171,9 +156,10 @@ def coarse_sql(table: str, width: str, dims: str, since: bool) -> str:
             FROM per_status GROUP BY 1, 2, 3, 4, 5, 6, 7
         ), hists AS (
             SELECT bucket, service, node_k, method, endpoint, consumer, context_k,
-                   array_agg((k::bigint << 32) | c ORDER BY k) AS cells
+                   array_agg((k::integer << 20) | least(c - g * 1048575, 1048575)::integer ORDER BY k, g) AS cells
             FROM (SELECT bucket, service, node_k, method, endpoint, consumer, context_k, k, sum(c)::bigint AS c
-                  FROM cells WHERE status BETWEEN 200 AND 299 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) AS h
+                  FROM cells WHERE status BETWEEN 200 AND 299 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) AS h,
+                 generate_series(0, (c - 1) / 1048575) AS g
             GROUP BY 1, 2, 3, 4, 5, 6, 7
         )
         SELECT t.bucket, t.service, nullif(t.node_k, E'\\x01'), t.method, t.endpoint, t.consumer,
@@ -184,8 +170,8 @@ def coarse_sql(table: str, width: str, dims: str, since: bool) -> str:
 
 
 async def build(url: str, records: int, now: datetime, complete: bool) -> None:
-    conn = await asyncpg.connect(url, server_settings={"timezone": "UTC", "work_mem": "256MB",
-                                                       "maintenance_work_mem": "512MB"})
+    conn = await asyncpg.connect(url, server_settings={"timezone": "UTC", "work_mem": "1GB",
+                                                       "maintenance_work_mem": "1GB"})
     await migrate(conn)
     start = now - timedelta(days=DAYS)
     t = time.perf_counter()
@@ -193,49 +179,65 @@ async def build(url: str, records: int, now: datetime, complete: bool) -> None:
     await conn.execute(STAGE_SQL, start, timedelta(days=DAYS), records)
     await conn.execute("ANALYZE bench_stage")
     log(f"  generated {records:,} records in {time.perf_counter() - t:.1f} s")
-    # 5-minute levels serve ranges up to 4 days, the full-dimension 1-hour level only queries
-    # filtering by node or context: unless --complete, they hold the recent days the timed queries read
-    since = {"5 minutes": None if complete else now - timedelta(days=4),
-             "1 hour": None, "1 day": None}
-    for table, width, dims in LEVELS:
+    # 5-minute levels serve ranges up to 4 days, the full-dimension 1-hour level only queries that
+    # filter by node or context with other dimensions: unless --complete they hold recent days only
+    recent5 = None if complete else now - timedelta(days=4)
+    recent_full_1h = None if complete else now - timedelta(days=RAW_DAYS + 1)
+
+    def span(lower: datetime | None) -> str:
+        return f"last {(now - lower).days} days" if lower else f"{DAYS} days"
+
+    for table, width in FULL_LEVELS:
         t = time.perf_counter()
-        lower = since[width]
-        if dims == "full" and width == "1 hour" and not complete:
-            lower = now - timedelta(days=RAW_DAYS + 1)
+        lower = recent5 if width == "5 minutes" else recent_full_1h
         defs = await drop_indexes(conn, table)
-        if dims == "full":
-            where = "WHERE created_at >= $1" if lower else ""
-            sql = f"""
-                INSERT INTO {table} (bucket, service, node, method, endpoint, consumer, context, status,
-                                     n, sum_ms, min_ms, max_ms, lat_keys, lat_counts)
-                SELECT bucket, service, node, method, endpoint, consumer, context, status,
-                       sum(c), sum(s), min(lo), max(hi), array_agg(k ORDER BY k), array_agg(c ORDER BY k)
-                FROM (SELECT date_bin('{width}', created_at, timestamptz '2000-01-01Z') AS bucket,
-                             service, node, method, endpoint, consumer, context, status, {KEY_SQL} AS k,
-                             count(*)::integer AS c, sum(rt) AS s, min(rt) AS lo, max(rt) AS hi
-                      FROM bench_stage {where} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9) AS cells
-                GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"""
-        else:
-            sql = coarse_sql(table, width, dims, lower is not None)
-        await conn.execute(sql, *([lower] if lower else []))
+        where = "WHERE created_at >= $1" if lower else ""
+        await conn.execute(f"""
+            INSERT INTO {table} (bucket, service, node, method, endpoint, consumer, context, status,
+                                 n, sum_ms, min_ms, max_ms, lat_keys, lat_counts)
+            SELECT bucket, service, node, method, endpoint, consumer, context, status,
+                   sum(c), sum(s), min(lo), max(hi), array_agg(k ORDER BY k), array_agg(c ORDER BY k)
+            FROM (SELECT date_bin('{width}', created_at, timestamptz '2000-01-01Z') AS bucket,
+                         service, node, method, endpoint, consumer, context, status, {KEY_SQL} AS k,
+                         count(*)::integer AS c, sum(rt) AS s, min(rt) AS lo, max(rt) AS hi
+                  FROM bench_stage {where} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9) AS cells
+            GROUP BY 1, 2, 3, 4, 5, 6, 7, 8""", *([lower] if lower else []))
         for d in defs:
             await conn.execute(d)
         n = await conn.fetchval(f"SELECT count(*) FROM {table}")
-        span = f"last {(now - lower).days} days" if lower else f"{DAYS} days"
-        log(f"  {table:<17} {n:>11,} rows ({span}) in {time.perf_counter() - t:.1f} s")
+        log(f"  {table:<18} {n:>11,} rows ({span(lower)}) in {time.perf_counter() - t:.1f} s")
+
+    levels = await conn.fetch("SELECT name, width::text AS width, dims FROM malti_rollup_levels ORDER BY dims, width")
+    for dims in FAMILY_DIMS:
+        t = time.perf_counter()
+        family = [lv for lv in levels if lv["dims"] == dims]
+        await conn.execute(family_cells_sql("bench_fam_h", dims, "1 hour", False))
+        if any(lv["width"] == "00:05:00" for lv in family):
+            await conn.execute(family_cells_sql("bench_fam_5", dims, "5 minutes", recent5 is not None),
+                               *([recent5] if recent5 else []))
+        log(f"  {dims} cells in {time.perf_counter() - t:.1f} s")
+        for lv in family:
+            t = time.perf_counter()
+            table, width = lv["name"], lv["width"]
+            five = width == "00:05:00"
+            defs = await drop_indexes(conn, table)
+            await conn.execute(coarse_sql(table, width, "bench_fam_5" if five else "bench_fam_h"))
+            for d in defs:
+                await conn.execute(d)
+            n = await conn.fetchval(f"SELECT count(*) FROM {table}")
+            log(f"  {table:<18} {n:>11,} rows ({span(recent5 if five else None)}) in {time.perf_counter() - t:.1f} s")
+        await conn.execute("DROP TABLE IF EXISTS bench_fam_h")
+        await conn.execute("DROP TABLE IF EXISTS bench_fam_5")
 
     t = time.perf_counter()
     raw_from = now - timedelta(days=RAW_DAYS)
     days = {raw_from.date() + timedelta(days=i) for i in range(RAW_DAYS + 2)}
     if await conn.fetchval("SELECT relkind = 'p' FROM pg_class WHERE relname = 'requests'"):
         await Partitions(True).ensure(conn, days)
-    defs = await drop_indexes(conn, "requests")
     n = await conn.execute(
         "INSERT INTO requests (created_at, service, node, method, endpoint, status, response_time, consumer, context)"
         " SELECT created_at, service, node, method, endpoint, status, rt, consumer, context FROM bench_stage"
         " WHERE created_at >= $1 ORDER BY created_at", raw_from)
-    for d in defs:
-        await conn.execute(d)
     log(f"  raw requests: {int(n.split()[-1]):,} rows (last {RAW_DAYS} days) in {time.perf_counter() - t:.1f} s")
     await conn.execute("DROP TABLE bench_stage")
     t = time.perf_counter()
@@ -309,7 +311,9 @@ async def timed_naive(url: str, params: dict, now: datetime, runs: int) -> float
 async def storage(url: str) -> list[tuple[str, int, float]]:
     conn = await asyncpg.connect(url)
     out = []
-    for table, _, _ in LEVELS:
+    tables = [t for t, _ in FULL_LEVELS] + [
+        r["name"] for r in await conn.fetch("SELECT name FROM malti_rollup_levels ORDER BY dims, width")]
+    for table in tables:
         n = await conn.fetchval(f"SELECT count(*) FROM {table}")
         size = await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", table)
         out.append((table, n, size / n if n else 0.0))
@@ -341,7 +345,7 @@ async def compaction_cost(url: str, base: str, now: datetime) -> str:
     await conn.fetchval("SELECT malti_compact_pending()")
     dt = time.perf_counter() - t
     await conn.close()
-    return f"compaction of {pending:,} pending rows (10,000 records) into 17 rollup tables: {dt * 1000:.0f} ms"
+    return f"compaction of {pending:,} pending rows (10,000 records) into every rollup table: {dt * 1000:.0f} ms"
 
 
 def embedded_cluster() -> tuple[str, callable]:
@@ -447,7 +451,7 @@ def main() -> None:
             f"30 d: {max(v for k, v in dash.items() if k.startswith('30 d')):.1f} ms (target < 100 ms)")
         log("\nstorage (table + indexes):")
         for table, n, per_row in asyncio.run(storage(url)):
-            log(f"  {table:<17} {n:>11,} rows {per_row:>8.0f} bytes/row")
+            log(f"  {table:<18} {n:>11,} rows {per_row:>8.0f} bytes/row")
         log("\n" + asyncio.run(compaction_cost(url, base, now)))
     finally:
         if proc is not None and proc.poll() is None:
