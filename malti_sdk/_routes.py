@@ -98,6 +98,11 @@ class RouteResolver:
             candidates.append(_Candidate(pattern))
         index[key] = (obj, candidates)
 
+    def _add_endpoint(self, index: dict, endpoint: Any, pattern: str | None) -> None:
+        # Starlette before 1.0 left no scope["route"], only scope["endpoint"]: index those too.
+        if endpoint is not None:
+            self._add(index, endpoint, pattern)
+
     def _walk(self, routes: Iterable[Any], prefix: str, index: dict, depth: int) -> None:
         if depth > 32:
             return
@@ -128,6 +133,7 @@ class RouteResolver:
                         self._add(index, effective, pattern)
                     if original is not None:
                         self._add(index, original, pattern)
+                    self._add_endpoint(index, getattr(original, "endpoint", None), pattern)
             return
         if _is_mount(route):
             self._walk_mount(route, prefix, index, depth)
@@ -136,11 +142,14 @@ class RouteResolver:
         if _is_host(route) and isinstance(sub_routes, list):
             # Host: same path prefix, routes of the app behind it.
             self._add(index, route, None)
+            self._add_endpoint(index, getattr(route, "app", None), None)
             self._walk(sub_routes, prefix, index, depth + 1)
             return
         path = getattr(route, "path", None)
         if isinstance(path, str):
-            self._add(index, route, _join(prefix, path))
+            pattern = _join(prefix, path)
+            self._add(index, route, pattern)
+            self._add_endpoint(index, getattr(route, "endpoint", None), pattern)
 
     def _walk_mount(self, mount: Any, prefix: str, index: dict, depth: int, also: Any = None) -> None:
         mount_prefix = prefix + (getattr(mount, "path", "") or "")
@@ -150,6 +159,7 @@ class RouteResolver:
         if isinstance(sub_routes, list) and sub_routes:
             # A router below: the mount itself in scope["route"] means nothing inside matched.
             self._add(index, mount, None)
+            self._add_endpoint(index, getattr(mount, "app", None), None)
             if also is not None:
                 self._add(index, also, None)
             self._walk(sub_routes, mount_prefix, index, depth + 1)
@@ -157,6 +167,7 @@ class RouteResolver:
             # An opaque app (StaticFiles, another framework): the mount is the route.
             pattern = mount_prefix + "/{path}"
             self._add(index, mount, pattern)
+            self._add_endpoint(index, getattr(mount, "app", None), pattern)
             if also is not None:
                 self._add(index, also, pattern)
 
@@ -165,7 +176,9 @@ class RouteResolver:
         """The full route pattern of a finished request, or :data:`UNMATCHED`."""
         route = scope.get("route")
         if route is None:
-            return UNMATCHED
+            route = scope.get("endpoint")
+            if route is None:
+                return UNMATCHED
         entry = self._index.get(id(route))
         if entry is None or entry[0] is not route:
             entry = self._reindex(route)
