@@ -59,6 +59,20 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN cardinality(cells) > 0 THEN substring(array_send(cells) FROM 21) END
 $$;
 
+-- Packed cells straight from a 001-style histogram; the one- and two-cell histograms of the
+-- full-dimension and pending rows take an inlined fast path (no set-returning calls).
+CREATE FUNCTION malti_pack_small(keys smallint[], counts integer[]) RETURNS bytea
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN cardinality(keys) = 1 AND counts[1] < 1048576
+            THEN '\x00000004'::bytea || int4send((keys[1]::integer << 20) | counts[1])
+        WHEN cardinality(keys) = 2 AND counts[1] < 1048576 AND counts[2] < 1048576
+            THEN '\x00000004'::bytea || int4send((keys[1]::integer << 20) | counts[1])
+                 || '\x00000004'::bytea || int4send((keys[2]::integer << 20) | counts[2])
+        ELSE malti_cells_pack(malti_cells(keys, counts))
+    END
+$$;
+
 CREATE TABLE malti_rollup_levels (
     name  text PRIMARY KEY,
     width interval NOT NULL,
@@ -149,7 +163,7 @@ BEGIN
                        CASE WHEN status BETWEEN 200 AND 299 THEN min_ms END,
                        CASE WHEN status BETWEEN 200 AND 299 THEN max_ms END,
                        ARRAY[status], ARRAY[n::integer],
-                       CASE WHEN status BETWEEN 200 AND 299 THEN malti_cells_pack(malti_cells(lat_keys, lat_counts)) END
+                       CASE WHEN status BETWEEN 200 AND 299 THEN malti_pack_small(lat_keys, lat_counts) END
                 FROM rollup_pending
         $q$, v.name || '_all', v.name, v.width, service_x, node_x, method_x, endpoint_x, consumer_x, context_x);
     END LOOP;
@@ -168,7 +182,7 @@ CREATE VIEW rollup_full_5min_all AS
            CASE WHEN status BETWEEN 200 AND 299 THEN min_ms END AS lo2,
            CASE WHEN status BETWEEN 200 AND 299 THEN max_ms END AS hi2,
            ARRAY[status] AS st_codes, ARRAY[n::integer] AS st_counts,
-           CASE WHEN status BETWEEN 200 AND 299 THEN malti_cells_pack(malti_cells(lat_keys, lat_counts)) END AS hist
+           CASE WHEN status BETWEEN 200 AND 299 THEN malti_pack_small(lat_keys, lat_counts) END AS hist
     FROM rollup_5min_all;
 CREATE VIEW rollup_full_1h_all AS
     SELECT bucket, service, node, method, endpoint, consumer, context, n,
@@ -178,7 +192,7 @@ CREATE VIEW rollup_full_1h_all AS
            CASE WHEN status BETWEEN 200 AND 299 THEN min_ms END AS lo2,
            CASE WHEN status BETWEEN 200 AND 299 THEN max_ms END AS hi2,
            ARRAY[status] AS st_codes, ARRAY[n::integer] AS st_counts,
-           CASE WHEN status BETWEEN 200 AND 299 THEN malti_cells_pack(malti_cells(lat_keys, lat_counts)) END AS hist
+           CASE WHEN status BETWEEN 200 AND 299 THEN malti_pack_small(lat_keys, lat_counts) END AS hist
     FROM rollup_1h_all;
 
 -- Fold malti_src (the partial rows being compacted) into one coarse level: project to the level's
