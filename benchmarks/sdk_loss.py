@@ -110,11 +110,29 @@ def main() -> None:
         server.start()
         (workdir / "loss_app.py").write_text(APP)
         app_port = free_port()
-        env = {**os.environ, "PYTHONPATH": f"{workdir}:{ROOT}", "MALTI_API_KEY": SERVICE_KEYS["user-service"],
-               "MALTI_SERVICE_NAME": "user-service", "MALTI_URL": server.url, "MALTI_NODE": "loss-bench"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": f"{workdir}:{ROOT}",
+            "MALTI_API_KEY": SERVICE_KEYS["user-service"],
+            "MALTI_SERVICE_NAME": "user-service",
+            "MALTI_URL": server.url,
+            "MALTI_NODE": "loss-bench",
+        }
         app_proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "loss_app:app", "--port", str(app_port), "--log-level", "warning",
-             "--no-access-log"], cwd=workdir, env=env)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "loss_app:app",
+                "--port",
+                str(app_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=workdir,
+            env=env,
+        )
         deadline = time.time() + 20
         while time.time() < deadline:
             try:
@@ -139,7 +157,9 @@ def main() -> None:
         print(f"  {sent} requests answered by the app in total")
 
         def stored() -> tuple[int, int]:
-            row = server.sql("SELECT count(*) AS n, count(DISTINCT consumer) AS d FROM requests WHERE node = 'loss-bench'")[0]
+            row = server.sql(
+                "SELECT count(*) AS n, count(DISTINCT consumer) AS d FROM requests WHERE node = 'loss-bench'"
+            )[0]
             return row["n"], row["d"]
 
         # Everything but the last partial batch is delivered while the app runs (backoff is capped at 30 s).

@@ -130,8 +130,12 @@ def build_variants():
 
     ours_system = TelemetrySystem(
         TelemetryConfig(
-            api_key="bench", malti_url="http://127.0.0.1:9", batch_size=10**9, batch_interval=10**6,
-            buffer_size=10**7, shutdown_timeout=0,
+            api_key="bench",
+            malti_url="http://127.0.0.1:9",
+            batch_size=10**9,
+            batch_interval=10**6,
+            buffer_size=10**7,
+            shutdown_timeout=0,
         )
     )
     app = make_app()
@@ -371,9 +375,19 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 def start_uvicorn(workdir: str, module: str, port: int, env: dict) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", f"{module}:app", "--port", str(port), "--log-level", "warning",
-         "--no-access-log"],
-        cwd=workdir, env={**os.environ, **env, "PYTHONPATH": f"{workdir}:{ROOT}"},
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"{module}:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=workdir,
+        env={**os.environ, **env, "PYTHONPATH": f"{workdir}:{ROOT}"},
     )
     wait_port(port)
     return proc
@@ -404,7 +418,9 @@ def part_uvicorn(seconds: float = 4.0, rounds: int = 5) -> None:
         stub = start_uvicorn(workdir, "stub_ingest", stub_port, {})
         try:
             env_common = {
-                "MALTI_API_KEY": "bench", "MALTI_URL": f"http://127.0.0.1:{stub_port}", "MALTI_SERVICE_NAME": "bench",
+                "MALTI_API_KEY": "bench",
+                "MALTI_URL": f"http://127.0.0.1:{stub_port}",
+                "MALTI_SERVICE_NAME": "bench",
             }
             variants = ["bare", "ours"]
             try:
@@ -416,15 +432,20 @@ def part_uvicorn(seconds: float = 4.0, rounds: int = 5) -> None:
             rps: dict[str, list[float]] = {v: [] for v in variants}
             cpu: dict[str, list[float]] = {v: [] for v in variants}
             for round_no in range(rounds):
-                for variant in (variants if round_no % 2 == 0 else variants[::-1]):
+                for variant in variants if round_no % 2 == 0 else variants[::-1]:
                     port = free_port()
                     proc = start_uvicorn(workdir, "bench_app", port, {**env_common, "BENCH_VARIANT": variant})
                     try:
-                        subprocess.run([sys.executable, "-c", LEAN_CLIENT, str(port), "1", "8"], check=True,
-                                       capture_output=True)  # warm-up
+                        subprocess.run(
+                            [sys.executable, "-c", LEAN_CLIENT, str(port), "1", "8"], check=True, capture_output=True
+                        )  # warm-up
                         cpu_before = cpu_seconds(proc.pid)
-                        out = subprocess.run([sys.executable, "-c", LEAN_CLIENT, str(port), str(seconds), "8"],
-                                             check=True, capture_output=True, text=True)
+                        out = subprocess.run(
+                            [sys.executable, "-c", LEAN_CLIENT, str(port), str(seconds), "8"],
+                            check=True,
+                            capture_output=True,
+                            text=True,
+                        )
                         rate = float(out.stdout.strip())
                         rps[variant].append(rate)
                         cpu[variant].append((cpu_seconds(proc.pid) - cpu_before) / (rate * seconds) * 1e6)
@@ -434,9 +455,11 @@ def part_uvicorn(seconds: float = 4.0, rounds: int = 5) -> None:
             bare_cpu = statistics.median(cpu["bare"])
             for variant in variants:
                 r, c = statistics.median(rps[variant]), statistics.median(cpu[variant])
-                print(f"  {variant:10} {r:7.0f} req/s (ratio to bare {r / bare_rps:5.3f})   "
-                      f"server CPU {c:6.1f} µs/req (bare/this {bare_cpu / c:5.3f})   req/s rounds: "
-                      + ", ".join(f"{x:.0f}" for x in rps[variant]))
+                print(
+                    f"  {variant:10} {r:7.0f} req/s (ratio to bare {r / bare_rps:5.3f})   "
+                    f"server CPU {c:6.1f} µs/req (bare/this {bare_cpu / c:5.3f})   req/s rounds: "
+                    + ", ".join(f"{x:.0f}" for x in rps[variant])
+                )
             import urllib.request
 
             delivered = urllib.request.urlopen(f"http://127.0.0.1:{stub_port}/count").read().decode()
@@ -524,8 +547,9 @@ def part_stall(records: int = 20_000) -> None:
             async def ours_fill():
                 from malti_sdk import TelemetryConfig, TelemetrySystem
 
-                system = TelemetrySystem(TelemetryConfig(api_key="bench", malti_url=url, service_name="bench",
-                                                         batch_interval=3600))
+                system = TelemetrySystem(
+                    TelemetryConfig(api_key="bench", malti_url=url, service_name="bench", batch_interval=3600)
+                )
                 await system.start()
                 await asyncio.sleep(0.5)  # the sender is up (as after the app's startup)
                 for i in range(records):
@@ -558,8 +582,10 @@ def part_stall(records: int = 20_000) -> None:
             except ImportError:
                 pass
             for name, (step, gap, baseline, took, sent) in results:
-                print(f"  {name:22} longest loop step {step:6.2f} ms   ticker gap {gap:6.2f} ms "
-                      f"(idle baseline {baseline:5.2f} ms)   {sent} sent in {took:.2f} s")
+                print(
+                    f"  {name:22} longest loop step {step:6.2f} ms   ticker gap {gap:6.2f} ms "
+                    f"(idle baseline {baseline:5.2f} ms)   {sent} sent in {took:.2f} s"
+                )
         finally:
             stop_process(stub)
 
@@ -574,8 +600,9 @@ def part_delivery(requests: int = 40_000, rounds: int = 3) -> None:
         try:
             from malti_sdk import MaltiMiddleware, TelemetryConfig, TelemetrySystem
 
-            system = TelemetrySystem(TelemetryConfig(api_key="bench", malti_url=f"http://127.0.0.1:{stub_port}",
-                                                     service_name="bench"))
+            system = TelemetrySystem(
+                TelemetryConfig(api_key="bench", malti_url=f"http://127.0.0.1:{stub_port}", service_name="bench")
+            )
             ours = make_app()
             ours.add_middleware(MaltiMiddleware, telemetry_system=system)
             bare = make_app()
@@ -600,11 +627,13 @@ def part_delivery(requests: int = 40_000, rounds: int = 3) -> None:
             cpu = asyncio.run(main())
             bare_cpu, ours_cpu = statistics.median(cpu["bare"]), statistics.median(cpu["ours"])
             stats = system.get_stats()
-            print(f"  bare {bare_cpu:.2f} µs/req   ours incl. delivery {ours_cpu:.2f} µs/req   "
-                  f"(+{ours_cpu - bare_cpu:.2f} µs; {stats['total_sent']}/{stats['total_added']} records delivered)")
+            print(
+                f"  bare {bare_cpu:.2f} µs/req   ours incl. delivery {ours_cpu:.2f} µs/req   "
+                f"(+{ours_cpu - bare_cpu:.2f} µs; {stats['total_sent']}/{stats['total_added']} records delivered)"
+            )
             for server_cost in (50.0, 100.0):
                 ratio = (server_cost + bare_cpu) / (server_cost + ours_cpu)
-                print(f"  with {server_cost:.0f} µs of server (uvicorn) CPU per request: ours/bare throughput ≈ {ratio:.3f}")
+                print(f"  with {server_cost:.0f} µs of server CPU per request: ours/bare throughput ≈ {ratio:.3f}")
         finally:
             stop_process(stub)
 
@@ -616,8 +645,14 @@ def part_memory(records: int = 100_000) -> None:
 
     print(f"\n== memory per buffered record ({records} records made by requests, tracemalloc)")
     system = TelemetrySystem(
-        TelemetryConfig(api_key="bench", malti_url="http://127.0.0.1:9", batch_size=10**9, batch_interval=10**6,
-                        buffer_size=10**7, shutdown_timeout=0)
+        TelemetryConfig(
+            api_key="bench",
+            malti_url="http://127.0.0.1:9",
+            batch_size=10**9,
+            batch_interval=10**6,
+            buffer_size=10**7,
+            shutdown_timeout=0,
+        )
     )
     app = make_app()
     app.add_middleware(MaltiMiddleware, telemetry_system=system)
@@ -638,16 +673,23 @@ def part_memory(records: int = 100_000) -> None:
         after = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
         n = len(system.batch_sender.buffer.rows)
-        print(f"  {(after - before) / n:.0f} bytes per buffered record ({n} buffered); "
-              f"default buffer of {TelemetryConfig().buffer_size} records ≈ "
-              f"{(after - before) / n * TelemetryConfig().buffer_size / 1e6:.0f} MB when full")
+        print(
+            f"  {(after - before) / n:.0f} bytes per buffered record ({n} buffered); "
+            f"default buffer of {TelemetryConfig().buffer_size} records ≈ "
+            f"{(after - before) / n * TelemetryConfig().buffer_size / 1e6:.0f} MB when full"
+        )
 
     asyncio.run(main())
     system.batch_sender.buffer.rows.clear()
 
 
-PARTS = {"inprocess": part_inprocess, "delivery": part_delivery, "uvicorn": part_uvicorn, "stall": part_stall,
-         "memory": part_memory}
+PARTS = {
+    "inprocess": part_inprocess,
+    "delivery": part_delivery,
+    "uvicorn": part_uvicorn,
+    "stall": part_stall,
+    "memory": part_memory,
+}
 
 
 if __name__ == "__main__":

@@ -138,8 +138,17 @@ class RecordEncoder:
             if prefix is None:
                 if len(prefixes) >= self._PREFIX_LIMIT:
                     prefixes.clear()  # bounded: high-cardinality consumers must not grow memory
-                prefix = prefixes[key] = '%s%s,"endpoint":%s,"status":%d,"consumer":%s,"context":%s,"response_time":' % (
-                    head, _json_text(method), _json_text(endpoint), status, _json_text(consumer), _json_text(context))
+                prefix = prefixes[key] = (
+                    '%s%s,"endpoint":%s,"status":%d,"consumer":%s,"context":%s,"response_time":'
+                    % (
+                        head,
+                        _json_text(method),
+                        _json_text(endpoint),
+                        status,
+                        _json_text(consumer),
+                        _json_text(context),
+                    )
+                )
             second = int(created)
             text = seconds.get(second)
             if text is None:

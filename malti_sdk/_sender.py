@@ -362,7 +362,8 @@ class BatchSender:
         if len(rows) >= config.overflow_threshold:
             self._warn_once(
                 "overflow",
-                "Malti: buffer above %g%% of its %d records" % (config.overflow_threshold_percent, self.buffer.capacity),
+                "Malti: buffer above %g%% of its %d records"
+                % (config.overflow_threshold_percent, self.buffer.capacity),
             )
         while not self._stopping:
             if not self._pending:
@@ -443,7 +444,9 @@ class BatchSender:
         if batch.attempts == config.max_retries + 1:
             logger.warning(
                 "Malti: %d attempts failed (%s); records are kept and retried every <= %.0f s",
-                batch.attempts, reason, config.max_retry_delay,
+                batch.attempts,
+                reason,
+                config.max_retry_delay,
             )
         else:
             logger.debug("Malti: attempt %d failed (%s); retry in %.2f s", batch.attempts, reason, delay)

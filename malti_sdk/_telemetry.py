@@ -35,7 +35,9 @@ __all__ = [
 logger = logging.getLogger("malti_sdk")
 
 
-def _invalid_reason(method: Any, endpoint: Any, status: Any, response_time: Any, consumer: Any, context: Any) -> str | None:
+def _invalid_reason(
+    method: Any, endpoint: Any, status: Any, response_time: Any, consumer: Any, context: Any
+) -> str | None:
     if not isinstance(method, str) or not method:
         return "method must be a non-empty string"
     if not isinstance(endpoint, str) or not endpoint:
@@ -91,7 +93,15 @@ class TelemetryCollector:
             return
         if not sender.config.api_key:
             return  # like the original: nothing is collected without a key
-        row = (normalize_method(method), endpoint, status, float(response_time), consumer or "anonymous", context, time.time())
+        row = (
+            normalize_method(method),
+            endpoint,
+            status,
+            float(response_time),
+            consumer or "anonymous",
+            context,
+            time.time(),
+        )
         sender.buffer.offer(row)
         if not sender._running or not sender._alive():
             sender.start_soon()

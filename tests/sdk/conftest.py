@@ -18,8 +18,16 @@ def receiver():
 
 
 # Fast test settings: short interval and backoff, so tests run in well under a second each.
-FAST = dict(api_key="test-key", service_name="test-service", node="node-1", batch_interval=0.1, retry_delay=0.05,
-            max_retry_delay=0.2, shutdown_timeout=5.0, http_timeout=5.0)
+FAST = dict(
+    api_key="test-key",
+    service_name="test-service",
+    node="node-1",
+    batch_interval=0.1,
+    retry_delay=0.05,
+    max_retry_delay=0.2,
+    shutdown_timeout=5.0,
+    http_timeout=5.0,
+)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import httpx
 import uvicorn
 
 
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,19 +63,29 @@ class Receiver:
                     self._keys.add(key)
                 self.stored.extend(records)
         payload = json.dumps({"detail": "scripted", "count": len(records)}).encode()
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json")] + [(k.encode(), v.encode()) for k, v in extra.items()],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")]
+                + [(k.encode(), v.encode()) for k, v in extra.items()],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
     def start(self) -> "Receiver":
         async def dispatch(scope, receive, send):  # looks self.app up per request: tests may swap it
             await self.app(scope, receive, send)
 
-        config = uvicorn.Config(dispatch, interface="asgi3", host="127.0.0.1", port=self.port, log_level="error", lifespan="off",
-                                access_log=False)
+        config = uvicorn.Config(
+            dispatch,
+            interface="asgi3",
+            host="127.0.0.1",
+            port=self.port,
+            log_level="error",
+            lifespan="off",
+            access_log=False,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
@@ -101,7 +110,6 @@ async def wait_for(predicate, timeout: float = 15.0, interval: float = 0.02) -> 
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(interval)
-
 
 
 async def call(app, *paths: str, method: str = "GET", headers: dict | None = None) -> list[int]:

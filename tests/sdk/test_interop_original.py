@@ -61,7 +61,8 @@ def test_original_sdk_ships_into_our_server(malti_server, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["41", "0"]
     rows = malti_server.sql(
-        "SELECT endpoint, status, consumer, context, response_time FROM requests WHERE node = $1", node)
+        "SELECT endpoint, status, consumer, context, response_time FROM requests WHERE node = $1", node
+    )
     assert len(rows) == 41
     assert {r["endpoint"] for r in rows} == {"/users/{user_id}", "/manual"}
     assert {r["consumer"] for r in rows} == {"legacy-app", "manual-client"}

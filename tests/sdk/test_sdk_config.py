@@ -14,8 +14,18 @@ import malti_sdk
 import malti_sdk._telemetry as telemetry_module
 from malti_sdk import MaltiMiddleware, TelemetryConfig, configure_malti, get_malti_stats, get_telemetry_system
 
-ORIGINAL_STATS_KEYS = {"total_added", "total_sent", "total_failed", "current_size", "max_size", "service_name",
-                       "node", "running", "malti_url", "clean_mode"}
+ORIGINAL_STATS_KEYS = {
+    "total_added",
+    "total_sent",
+    "total_failed",
+    "current_size",
+    "max_size",
+    "service_name",
+    "node",
+    "running",
+    "malti_url",
+    "clean_mode",
+}
 
 
 @pytest.fixture
@@ -32,7 +42,11 @@ def clean_env(monkeypatch):
 def test_defaults_are_the_original_packages(clean_env):
     config = TelemetryConfig.from_env()
     assert (config.service_name, config.api_key, config.malti_url, config.node) == (
-        "default-service", None, "http://localhost:8000", "default-node")
+        "default-service",
+        None,
+        "http://localhost:8000",
+        "default-node",
+    )
     assert (config.batch_size, config.batch_interval, config.max_retries, config.retry_delay) == (500, 60.0, 3, 5.0)
     assert (config.http_timeout, config.max_keepalive_connections, config.max_connections) == (15.0, 5, 10)
     assert config.overflow_threshold_percent == 90.0
@@ -42,11 +56,22 @@ def test_defaults_are_the_original_packages(clean_env):
 
 def test_every_variable_is_read(clean_env):
     values = {
-        "MALTI_API_KEY": "k", "MALTI_SERVICE_NAME": "svc", "MALTI_URL": "http://malti:9000/", "MALTI_NODE": "n1",
-        "MALTI_BATCH_SIZE": "100", "MALTI_BATCH_INTERVAL": "2.5", "MALTI_MAX_RETRIES": "7",
-        "MALTI_RETRY_DELAY": "0.5", "MALTI_HTTP_TIMEOUT": "3", "MALTI_MAX_KEEPALIVE_CONNECTIONS": "2",
-        "MALTI_MAX_CONNECTIONS": "4", "MALTI_OVERFLOW_THRESHOLD_PERCENT": "75", "MALTI_CLEAN_MODE": "false",
-        "MALTI_USE_IP_AS_CONSUMER": "True", "MALTI_IP_ANONYMIZE": "true", "MALTI_BUFFER_SIZE": "60000",
+        "MALTI_API_KEY": "k",
+        "MALTI_SERVICE_NAME": "svc",
+        "MALTI_URL": "http://malti:9000/",
+        "MALTI_NODE": "n1",
+        "MALTI_BATCH_SIZE": "100",
+        "MALTI_BATCH_INTERVAL": "2.5",
+        "MALTI_MAX_RETRIES": "7",
+        "MALTI_RETRY_DELAY": "0.5",
+        "MALTI_HTTP_TIMEOUT": "3",
+        "MALTI_MAX_KEEPALIVE_CONNECTIONS": "2",
+        "MALTI_MAX_CONNECTIONS": "4",
+        "MALTI_OVERFLOW_THRESHOLD_PERCENT": "75",
+        "MALTI_CLEAN_MODE": "false",
+        "MALTI_USE_IP_AS_CONSUMER": "True",
+        "MALTI_IP_ANONYMIZE": "true",
+        "MALTI_BUFFER_SIZE": "60000",
     }
     for k, v in values.items():
         clean_env.setenv(k, v)
@@ -71,16 +96,31 @@ def test_malformed_values_fall_back_to_defaults_with_a_warning(clean_env, caplog
 def test_configure_malti_sets_the_environment_and_the_live_system(clean_env):
     system = get_telemetry_system()
     assert system.config.service_name == "default-service"
-    configure_malti(service_name="billing", api_key="key-1", malti_url="http://m:1", node="pod-7", batch_size=50,
-                    batch_interval=5.0, clean_mode=False, use_ip_as_consumer=True, ip_anonymize=True,
-                    retry_delay=0.5)
+    configure_malti(
+        service_name="billing",
+        api_key="key-1",
+        malti_url="http://m:1",
+        node="pod-7",
+        batch_size=50,
+        batch_interval=5.0,
+        clean_mode=False,
+        use_ip_as_consumer=True,
+        ip_anonymize=True,
+        retry_delay=0.5,
+    )
     import os
 
     assert os.environ["MALTI_SERVICE_NAME"] == "billing" and os.environ["MALTI_CLEAN_MODE"] == "false"
     assert get_telemetry_system() is system
     c = system.config
     assert (c.service_name, c.api_key, c.malti_url, c.node, c.batch_size, c.batch_interval) == (
-        "billing", "key-1", "http://m:1", "pod-7", 50, 5.0)
+        "billing",
+        "key-1",
+        "http://m:1",
+        "pod-7",
+        50,
+        5.0,
+    )
     assert (c.clean_mode, c.use_ip_as_consumer, c.ip_anonymize, c.retry_delay) == (False, True, True, 0.5)
 
 
@@ -96,8 +136,17 @@ def test_stats_keep_the_original_keys_and_add_drops(clean_env):
 
 
 def test_public_names_of_the_original_package_exist():
-    for name in ("MaltiMiddleware", "configure_malti", "get_telemetry_system", "get_malti_stats", "TelemetrySystem",
-                 "TelemetryCollector", "BatchSender", "TelemetryBuffer", "TelemetryRecord"):
+    for name in (
+        "MaltiMiddleware",
+        "configure_malti",
+        "get_telemetry_system",
+        "get_malti_stats",
+        "TelemetrySystem",
+        "TelemetryCollector",
+        "BatchSender",
+        "TelemetryBuffer",
+        "TelemetryRecord",
+    ):
         assert name in malti_sdk.__all__ and getattr(malti_sdk, name)
 
 

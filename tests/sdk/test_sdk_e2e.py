@@ -31,8 +31,9 @@ def node() -> str:
 @pytest.fixture
 def server_system(malti_server, make_system, node):
     def factory(**settings):
-        base = dict(api_key=malti_server.service_keys[SERVICE], service_name=SERVICE, node=node,
-                    malti_url=malti_server.url)
+        base = dict(
+            api_key=malti_server.service_keys[SERVICE], service_name=SERVICE, node=node, malti_url=malti_server.url
+        )
         return make_system(**{**base, **settings})
 
     return factory
@@ -40,7 +41,8 @@ def server_system(malti_server, make_system, node):
 
 def rows_of(server, node: str):
     return server.sql(
-        "SELECT method, endpoint, status, response_time, consumer, context FROM requests WHERE node = $1", node)
+        "SELECT method, endpoint, status, response_time, consumer, context FROM requests WHERE node = $1", node
+    )
 
 
 class Boom(Exception):
@@ -65,13 +67,15 @@ def build_app(system) -> Starlette:
         return {"id": item_id}
 
     api.include_router(router, prefix="/v1")
-    app = Starlette(routes=[
-        Route("/users/{user_id}", ok),
-        Route("/status/{code}", status),
-        Route("/boom", boom),
-        Mount("/api/v2", routes=[Route("/posts/{post_id}", ok)]),
-        Mount("/fast", app=api),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/users/{user_id}", ok),
+            Route("/status/{code}", status),
+            Route("/boom", boom),
+            Mount("/api/v2", routes=[Route("/posts/{post_id}", ok)]),
+            Mount("/fast", app=api),
+        ]
+    )
     app.add_middleware(MaltiMiddleware, telemetry_system=system)
     return app
 
@@ -79,8 +83,11 @@ def build_app(system) -> Starlette:
 async def test_n_requests_arrive_as_exactly_n_records_with_full_patterns(malti_server, server_system, node):
     system = server_system(batch_size=100)
     app = build_app(system)
-    paths = [f"/users/{i}" for i in range(120)] + [f"/api/v2/posts/{i}" for i in range(50)] + \
-            [f"/fast/v1/items/{i}" for i in range(30)]
+    paths = (
+        [f"/users/{i}" for i in range(120)]
+        + [f"/api/v2/posts/{i}" for i in range(50)]
+        + [f"/fast/v1/items/{i}" for i in range(30)]
+    )
     statuses = await call(app, *paths, headers={"x-consumer-id": "web-app"})
     assert set(statuses) == {200}
     await system.stop()
@@ -104,7 +111,9 @@ async def test_404_exceptions_and_clean_mode(malti_server, server_system, node):
     assert statuses == [404, 401, 404, 500, 503]
     await system.stop()
     assert sorted((r["endpoint"], r["status"]) for r in rows_of(malti_server, node)) == [
-        ("/boom", 500), ("/status/{code}", 503)]
+        ("/boom", 500),
+        ("/status/{code}", 503),
+    ]
 
 
 async def test_without_clean_mode_unmatched_paths_are_one_marker(malti_server, server_system, node):
@@ -113,7 +122,10 @@ async def test_without_clean_mode_unmatched_paths_are_one_marker(malti_server, s
     await call(app, "/nowhere/42", "/secret/alice@example.com", "/status/401")
     await system.stop()
     assert sorted((r["endpoint"], r["status"]) for r in rows_of(malti_server, node)) == [
-        ("/status/{code}", 401), ("<unmatched>", 404), ("<unmatched>", 404)]
+        ("/status/{code}", 401),
+        ("<unmatched>", 404),
+        ("<unmatched>", 404),
+    ]
 
 
 async def test_ip_anonymisation_and_context(malti_server, server_system, node):
@@ -175,9 +187,17 @@ async def test_overflow_is_counted_with_a_live_server(malti_server, server_syste
 
 async def test_server_stopped_mid_traffic_every_record_arrives_once(start_server, make_system, node):
     server = start_server()
-    system = make_system(api_key=server.service_keys[SERVICE], service_name=SERVICE, node=node,
-                         malti_url=server.url, batch_size=50, batch_interval=0.1, retry_delay=0.1,
-                         max_retry_delay=0.5, shutdown_timeout=15)
+    system = make_system(
+        api_key=server.service_keys[SERVICE],
+        service_name=SERVICE,
+        node=node,
+        malti_url=server.url,
+        batch_size=50,
+        batch_interval=0.1,
+        retry_delay=0.1,
+        max_retry_delay=0.5,
+        shutdown_timeout=15,
+    )
     app = build_app(system)
     sent = 0
 
@@ -205,9 +225,16 @@ async def test_server_stopped_mid_traffic_every_record_arrives_once(start_server
 def test_lifespan_starts_the_sender_and_shutdown_flushes(malti_server, node):
     from malti_sdk import TelemetryConfig, TelemetrySystem
 
-    system = TelemetrySystem(TelemetryConfig(
-        api_key=malti_server.service_keys[SERVICE], service_name=SERVICE, node=node, malti_url=malti_server.url,
-        batch_interval=3600, batch_size=10_000))
+    system = TelemetrySystem(
+        TelemetryConfig(
+            api_key=malti_server.service_keys[SERVICE],
+            service_name=SERVICE,
+            node=node,
+            malti_url=malti_server.url,
+            batch_interval=3600,
+            batch_size=10_000,
+        )
+    )
     started = []
 
     async def ok(request):

@@ -48,9 +48,14 @@ def make_app(system, **kwargs):
             request.state.malti_context = request.query_params["malti_context"]
         return PlainTextResponse("ok")
 
-    app = Starlette(routes=[
-        Route("/ok", ok), Route("/status/{code}", status), Route("/boom", boom), Route("/who", who),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/ok", ok),
+            Route("/status/{code}", status),
+            Route("/boom", boom),
+            Route("/who", who),
+        ]
+    )
     app.add_middleware(MaltiMiddleware, telemetry_system=system, **kwargs)
     return app
 
@@ -59,7 +64,10 @@ async def test_each_request_becomes_one_record(system):
     app = make_app(system)
     await call(app, "/ok", "/status/201", "/status/503")
     assert [(r[0], r[1], r[2]) for r in rows(system)] == [
-        ("GET", "/ok", 200), ("GET", "/status/{code}", 201), ("GET", "/status/{code}", 503)]
+        ("GET", "/ok", 200),
+        ("GET", "/status/{code}", 201),
+        ("GET", "/status/{code}", 503),
+    ]
     method, endpoint, status, response_time, consumer, context, created = rows(system)[0]
     assert isinstance(response_time, float) and response_time >= 0
     assert consumer == "anonymous" and context is None
@@ -144,8 +152,13 @@ async def test_context_from_request_state(system):
     ],
 )
 async def test_ip_as_consumer(make_system, anonymize, forwarded, expected):
-    system = make_system(malti_url="http://127.0.0.1:9", batch_interval=3600, use_ip_as_consumer=True,
-                         ip_anonymize=anonymize, shutdown_timeout=0)
+    system = make_system(
+        malti_url="http://127.0.0.1:9",
+        batch_interval=3600,
+        use_ip_as_consumer=True,
+        ip_anonymize=anonymize,
+        shutdown_timeout=0,
+    )
     app = make_app(system)
     headers = {"x-forwarded-for": forwarded} if forwarded else {}
     transport = httpx.ASGITransport(app=app, client=("192.0.2.10", 1234))
@@ -155,7 +168,9 @@ async def test_ip_as_consumer(make_system, anonymize, forwarded, expected):
 
 
 async def test_consumer_header_beats_ip(make_system):
-    system = make_system(malti_url="http://127.0.0.1:9", use_ip_as_consumer=True, batch_interval=3600, shutdown_timeout=0)
+    system = make_system(
+        malti_url="http://127.0.0.1:9", use_ip_as_consumer=True, batch_interval=3600, shutdown_timeout=0
+    )
     await call(make_app(system), "/who", headers={"x-consumer-id": "app", "x-forwarded-for": "1.2.3.4"})
     assert _consumers(system) == ["app"]
 
@@ -193,8 +208,17 @@ async def test_websockets_pass_through(system):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "websocket", "path": "/ws", "raw_path": b"/ws", "root_path": "", "headers": [],
-             "query_string": b"", "scheme": "ws", "server": ("t", 80), "subprotocols": []}
+    scope = {
+        "type": "websocket",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "root_path": "",
+        "headers": [],
+        "query_string": b"",
+        "scheme": "ws",
+        "server": ("t", 80),
+        "subprotocols": [],
+    }
     await app(scope, receive, send)
     assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.close"]
     assert sent[1]["text"] == "hi"
@@ -221,7 +245,6 @@ def test_default_system_is_the_process_wide_one():
 
 def _consumers(system):
     return [r[4].decode() if isinstance(r[4], bytes) else r[4] for r in rows(system)]
-
 
 
 async def test_consumer_set_by_another_middleware(system):

@@ -161,13 +161,26 @@ def forget_route(app):
 
 async def test_patterns_without_scope_route_come_from_the_endpoint(system):
     shared = [Route("/items/{item_id}", ok)]
-    starlette_app = Starlette(routes=[
-        Route("/users/{user_id}", ok),
-        Mount("/api/v2", routes=[Route("/posts/{post_id}", ok)]),
-        Mount("/v1", routes=shared), Mount("/v2", routes=shared),
-    ])
+    starlette_app = Starlette(
+        routes=[
+            Route("/users/{user_id}", ok),
+            Mount("/api/v2", routes=[Route("/posts/{post_id}", ok)]),
+            Mount("/v1", routes=shared),
+            Mount("/v2", routes=shared),
+        ]
+    )
     app = MaltiMiddleware(forget_route(starlette_app), telemetry_system=system)
     assert await call(app, "/users/1", "/api/v2/posts/2", "/v2/items/3", "/v1/items/4", "/api/v2/nope") == [
-        200, 200, 200, 200, 404]
-    assert endpoints(system) == ["/users/{user_id}", "/api/v2/posts/{post_id}", "/v2/items/{item_id}",
-                                 "/v1/items/{item_id}", "<unmatched>"]
+        200,
+        200,
+        200,
+        200,
+        404,
+    ]
+    assert endpoints(system) == [
+        "/users/{user_id}",
+        "/api/v2/posts/{post_id}",
+        "/v2/items/{item_id}",
+        "/v1/items/{item_id}",
+        "<unmatched>",
+    ]

@@ -27,8 +27,17 @@ async def test_records_arrive_in_batches_with_the_wire_format(receiver, make_sys
     await wait_for(lambda: system.get_stats()["total_sent"] == 100)
     assert [len(r["records"]) for r in receiver.requests][:2] == [40, 40]
     first = receiver.stored[0]
-    assert set(first) == {"service", "node", "method", "endpoint", "status", "response_time", "consumer", "context",
-                          "created_at"}
+    assert set(first) == {
+        "service",
+        "node",
+        "method",
+        "endpoint",
+        "status",
+        "response_time",
+        "consumer",
+        "context",
+        "created_at",
+    }
     assert first["service"] == "test-service" and first["node"] == "node-1"
     assert first["response_time"] == 0.25  # fractional milliseconds survive
     assert first["created_at"].endswith("Z")
@@ -113,8 +122,13 @@ async def test_lost_answers_do_not_duplicate(receiver, make_system):
 
 
 async def test_overflow_is_counted_never_silent(make_system):
-    system = make_system(malti_url=f"http://127.0.0.1:{free_port()}", buffer_size=50, batch_size=1000,
-                         batch_interval=3600, shutdown_timeout=0)
+    system = make_system(
+        malti_url=f"http://127.0.0.1:{free_port()}",
+        buffer_size=50,
+        batch_size=1000,
+        batch_interval=3600,
+        shutdown_timeout=0,
+    )
     record_many(system, 80)
     stats = system.get_stats()
     assert stats["current_size"] == 50 and stats["dropped"] == {"overflow": 30}
@@ -214,7 +228,6 @@ else:
 def test_records_left_at_interpreter_exit_are_flushed(receiver, tmp_path, mode):
     script = tmp_path / "exit_app.py"
     script.write_text(EXIT_SCRIPT)
-    done = subprocess.run([sys.executable, str(script), receiver.url, mode], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([sys.executable, str(script), receiver.url, mode], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert len(receiver.stored) == 37
