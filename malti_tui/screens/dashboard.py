@@ -66,18 +66,19 @@ class DashboardScreen(LiveScreen):
 
     def show_dashboard(self, dashboard: Dashboard) -> None:
         super().show_dashboard(dashboard)
-        thresholds = self.thresholds
         self.set_class(dashboard.is_empty, "-empty")
+        # Cards first: tables and charts take longer to build, so they follow on
+        # the next frame and the numbers are on screen as early as possible.
+        self.call_after_refresh(self._show_details, dashboard)
+
+    def _show_details(self, dashboard: Dashboard) -> None:
+        if dashboard is not self.dashboard:
+            return  # a newer load already replaced it
+        thresholds = self.thresholds
         for table in self.query(EndpointsTable):
             table.set_records(dashboard.endpoints, thresholds)
         self.query_one(ConsumersTable).set_records(dashboard.consumers, thresholds)
         self.query_one(StatusTable).set_records(dashboard.status_distribution, thresholds)
-        # Charts take the longest to draw: let the cards and tables paint first.
-        self.call_after_refresh(self._show_charts, dashboard)
-
-    def _show_charts(self, dashboard: Dashboard) -> None:
-        if dashboard is not self.dashboard:
-            return  # a newer load already replaced it
         self.query_one(LatencyChart).set_series(dashboard.time_series)
         self.query_one(RequestsChart).set_series(dashboard.time_series)
         self.query_one(ConsumersChart).set_consumers(dashboard.consumers)
