@@ -127,6 +127,10 @@ class Partitions:
                     log.info("created partition %s", name)
         self._known |= missing
 
+    def forget(self, days: set[date]) -> None:
+        """Stop trusting that these days exist (another process may have dropped them)."""
+        self._known -= days
+
     async def drop_older_than(self, conn: asyncpg.Connection, cutoff: datetime) -> list[str]:
         """Drop whole days that end before ``cutoff``; returns the dropped partitions."""
         if not self.enabled:

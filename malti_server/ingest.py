@@ -6,6 +6,7 @@ from __future__ import annotations
 import zlib
 from datetime import datetime, timedelta, timezone
 
+import asyncpg
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -93,8 +94,16 @@ async def ingest(request: Request) -> Response:
     state = request.app.state
     try:
         async with state.pool.acquire() as conn:
-            await state.partitions.ensure(conn, {ts.date() for ts in set(cols.created_at)})
-            result = await store_batch(conn, principal.name, cols, idem_key)
+            days = {ts.date() for ts in set(cols.created_at)}
+            await state.partitions.ensure(conn, days)
+            try:
+                result = await store_batch(conn, principal.name, cols, idem_key)
+            except asyncpg.exceptions.CheckViolationError:
+                # Another process dropped a day this one still believed in (retention): the
+                # statement stored nothing, so create the day again and retry once.
+                state.partitions.forget(days)
+                await state.partitions.ensure(conn, days)
+                result = await store_batch(conn, principal.name, cols, idem_key)
     except UNAVAILABLE_ERRORS:
         raise ApiError(
             503, "Storage unavailable; retry later", headers={"Retry-After": RETRY_AFTER_UNAVAILABLE}
