@@ -195,29 +195,27 @@ CREATE VIEW rollup_full_1h_all AS
            CASE WHEN status BETWEEN 200 AND 299 THEN malti_pack_small(lat_keys, lat_counts) END AS hist
     FROM rollup_1h_all;
 
--- Fold malti_src (the partial rows being compacted) into one coarse level: project to the level's
--- bucket width and dimensions, sum counts per status and histogram cells per key, then upsert in
--- key order (concurrent folds cannot deadlock). E'\x01' stands in for NULL in join keys (ingest
--- strips control characters, so it never occurs in stored text).
-CREATE FUNCTION malti_fold_coarse(target regclass, width interval, dims text) RETURNS void
+-- Fold malti_src (the partial rows being compacted) into every level of one family (levels
+-- keeping the same dimensions) in ONE statement: project the rows to the family's dimensions and
+-- sum counts per status and histogram cells per key once, then re-bin that (small) result for
+-- each bucket width and upsert it, in key order (concurrent folds cannot deadlock). E'\x01'
+-- stands in for NULL in join keys (ingest strips control characters, so it never occurs in text).
+CREATE FUNCTION malti_fold_family(family text) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    lv record;
+    i integer := 0;
+    body text := '';
 BEGIN
-    EXECUTE format($q$
-        WITH src AS (
-            SELECT date_bin($1, bucket, timestamptz '2000-01-01 00:00:00+00') AS bucket,
-                   CASE WHEN $2 IN ('all', 'acon') THEN '' ELSE service END AS service,
-                   CASE WHEN $2 = 'nc' THEN coalesce(node, E'\x01') ELSE E'\x01' END AS node_k,
-                   CASE WHEN $2 IN ('ep', 'epcon') THEN method ELSE '' END AS method,
-                   CASE WHEN $2 IN ('ep', 'epcon') THEN endpoint ELSE '' END AS endpoint,
-                   CASE WHEN $2 IN ('con', 'acon', 'epcon') THEN consumer ELSE '' END AS consumer,
-                   CASE WHEN $2 = 'nc' THEN coalesce(context, E'\x01') ELSE E'\x01' END AS context_k,
-                   status, n, sum_ms, min_ms, max_ms, lat_keys, lat_counts
-            FROM malti_src
-        ), per_status AS (
-            SELECT bucket, service, node_k, method, endpoint, consumer, context_k, status,
-                   sum(n) AS n, sum(sum_ms) AS s, min(min_ms) AS lo, max(max_ms) AS hi
-            FROM src GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-        ), totals AS (
+    FOR lv IN SELECT name, width FROM malti_rollup_levels WHERE dims = family ORDER BY name LOOP
+        i := i + 1;
+        body := body || format($q$
+        , t%1$s AS (
+            SELECT date_bin(%2$L::interval, bucket, timestamptz '2000-01-01 00:00:00+00') AS bucket,
+                   service, node_k, method, endpoint, consumer, context_k, status,
+                   sum(n) AS n, sum(s) AS s, min(lo) AS lo, max(hi) AS hi
+            FROM stats GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+        ), tot%1$s AS (
             SELECT bucket, service, node_k, method, endpoint, consumer, context_k,
                    sum(n)::bigint AS n,
                    coalesce(sum(n) FILTER (WHERE status >= 400 AND status <> 401), 0)::bigint AS err,
@@ -227,41 +225,64 @@ BEGIN
                    max(hi) FILTER (WHERE status BETWEEN 200 AND 299) AS hi2,
                    array_agg(status ORDER BY status) AS codes,
                    array_agg(n::integer ORDER BY status) AS counts
-            FROM per_status GROUP BY 1, 2, 3, 4, 5, 6, 7
+            FROM t%1$s GROUP BY 1, 2, 3, 4, 5, 6, 7
+        ), h%1$s AS (
+            SELECT bucket, service, node_k, method, endpoint, consumer, context_k,
+                   array_agg((k::integer << 20) | least(c - g * 1048575, 1048575)::integer ORDER BY k, g) AS cells
+            FROM (SELECT date_bin(%2$L::interval, bucket, timestamptz '2000-01-01 00:00:00+00') AS bucket,
+                         service, node_k, method, endpoint, consumer, context_k, k, sum(c)::bigint AS c
+                  FROM cells GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) AS x,
+                 generate_series(0, (c - 1) / 1048575) AS g
+            GROUP BY 1, 2, 3, 4, 5, 6, 7
+        ), ins%1$s AS (
+            INSERT INTO %3$I AS r (bucket, service, node, method, endpoint, consumer, context,
+                                   n, err, n2, s2, lo2, hi2, st_codes, st_counts, lat_cells)
+            SELECT t.bucket, t.service, nullif(t.node_k, E'\x01'), t.method, t.endpoint, t.consumer,
+                   nullif(t.context_k, E'\x01'), t.n, t.err, t.n2, t.s2, t.lo2, t.hi2, t.codes, t.counts,
+                   coalesce(h.cells, '{}')
+            FROM tot%1$s AS t
+            LEFT JOIN h%1$s AS h USING (bucket, service, node_k, method, endpoint, consumer, context_k)
+            ORDER BY t.bucket, t.service, t.node_k, t.method, t.endpoint, t.consumer, t.context_k
+            ON CONFLICT (bucket, service, node, method, endpoint, consumer, context) DO UPDATE
+            SET n = r.n + EXCLUDED.n,
+                err = r.err + EXCLUDED.err,
+                n2 = r.n2 + EXCLUDED.n2,
+                s2 = CASE WHEN r.s2 IS NULL THEN EXCLUDED.s2 WHEN EXCLUDED.s2 IS NULL THEN r.s2
+                          ELSE r.s2 + EXCLUDED.s2 END,
+                lo2 = least(r.lo2, EXCLUDED.lo2),
+                hi2 = greatest(r.hi2, EXCLUDED.hi2),
+                (st_codes, st_counts) = (SELECT m.keys, m.counts
+                                         FROM malti_hist_merge(r.st_codes, r.st_counts,
+                                                               EXCLUDED.st_codes, EXCLUDED.st_counts) AS m),
+                lat_cells = CASE WHEN cardinality(EXCLUDED.lat_cells) = 0 THEN r.lat_cells
+                                 WHEN cardinality(r.lat_cells) = 0 THEN EXCLUDED.lat_cells
+                                 ELSE malti_cells_merge(r.lat_cells, EXCLUDED.lat_cells) END
+        )$q$, i, lv.width, lv.name);
+    END LOOP;
+    IF i = 0 THEN
+        RETURN;
+    END IF;
+    EXECUTE $q$
+        WITH src AS (
+            SELECT bucket,
+                   CASE WHEN $1 IN ('all', 'acon') THEN '' ELSE service END AS service,
+                   CASE WHEN $1 = 'nc' THEN coalesce(node, E'\x01') ELSE E'\x01' END AS node_k,
+                   CASE WHEN $1 IN ('ep', 'epcon') THEN method ELSE '' END AS method,
+                   CASE WHEN $1 IN ('ep', 'epcon') THEN endpoint ELSE '' END AS endpoint,
+                   CASE WHEN $1 IN ('con', 'acon', 'epcon') THEN consumer ELSE '' END AS consumer,
+                   CASE WHEN $1 = 'nc' THEN coalesce(context, E'\x01') ELSE E'\x01' END AS context_k,
+                   status, n, sum_ms, min_ms, max_ms, lat_keys, lat_counts
+            FROM malti_src
+        ), stats AS (
+            SELECT bucket, service, node_k, method, endpoint, consumer, context_k, status,
+                   sum(n) AS n, sum(sum_ms) AS s, min(min_ms) AS lo, max(max_ms) AS hi
+            FROM src GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
         ), cells AS (
             SELECT bucket, service, node_k, method, endpoint, consumer, context_k, u.k, sum(u.c)::bigint AS c
             FROM src, unnest(lat_keys, lat_counts) AS u(k, c)
             WHERE status BETWEEN 200 AND 299
             GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-        ), hists AS (
-            SELECT bucket, service, node_k, method, endpoint, consumer, context_k,
-                   array_agg((k::integer << 20) | least(c - g * 1048575, 1048575)::integer ORDER BY k, g) AS cells
-            FROM cells, generate_series(0, (c - 1) / 1048575) AS g
-            GROUP BY 1, 2, 3, 4, 5, 6, 7
-        )
-        INSERT INTO %s AS r (bucket, service, node, method, endpoint, consumer, context,
-                             n, err, n2, s2, lo2, hi2, st_codes, st_counts, lat_cells)
-        SELECT t.bucket, t.service, nullif(t.node_k, E'\x01'), t.method, t.endpoint, t.consumer,
-               nullif(t.context_k, E'\x01'), t.n, t.err, t.n2, t.s2, t.lo2, t.hi2, t.codes, t.counts,
-               coalesce(h.cells, '{}')
-        FROM totals AS t
-        LEFT JOIN hists AS h USING (bucket, service, node_k, method, endpoint, consumer, context_k)
-        ORDER BY t.bucket, t.service, t.node_k, t.method, t.endpoint, t.consumer, t.context_k
-        ON CONFLICT (bucket, service, node, method, endpoint, consumer, context) DO UPDATE
-        SET n = r.n + EXCLUDED.n,
-            err = r.err + EXCLUDED.err,
-            n2 = r.n2 + EXCLUDED.n2,
-            s2 = CASE WHEN r.s2 IS NULL THEN EXCLUDED.s2 WHEN EXCLUDED.s2 IS NULL THEN r.s2
-                      ELSE r.s2 + EXCLUDED.s2 END,
-            lo2 = least(r.lo2, EXCLUDED.lo2),
-            hi2 = greatest(r.hi2, EXCLUDED.hi2),
-            (st_codes, st_counts) = (SELECT m.keys, m.counts
-                                     FROM malti_hist_merge(r.st_codes, r.st_counts,
-                                                           EXCLUDED.st_codes, EXCLUDED.st_counts) AS m),
-            lat_cells = CASE WHEN cardinality(EXCLUDED.lat_cells) = 0 THEN r.lat_cells
-                             WHEN cardinality(r.lat_cells) = 0 THEN EXCLUDED.lat_cells
-                             ELSE malti_cells_merge(r.lat_cells, EXCLUDED.lat_cells) END
-    $q$, target) USING width, dims;
+        )$q$ || body || ' SELECT 1' USING family;
 END
 $$;
 
@@ -286,8 +307,8 @@ BEGIN
         UPDATE malti_moved SET bucket = date_trunc('hour', bucket);
         PERFORM malti_fold_into('rollup_1h');
         DROP TABLE malti_moved;
-        FOR level IN SELECT name, width, dims FROM malti_rollup_levels ORDER BY name LOOP
-            PERFORM malti_fold_coarse(level.name::regclass, level.width, level.dims);
+        FOR level IN SELECT DISTINCT dims FROM malti_rollup_levels ORDER BY dims LOOP
+            PERFORM malti_fold_family(level.dims);
         END LOOP;
     END IF;
     DROP TABLE malti_src;
