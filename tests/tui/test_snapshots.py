@@ -91,3 +91,28 @@ def test_empty_state(snap_compare, fixed_app):
 def test_light_theme(snap_compare, fixed_app):
     app, _ = fixed_app(theme="malti-light")
     assert snap_compare(app, terminal_size=(80, 24), run_before=_dashboard_ready)
+
+
+def test_help_screen(snap_compare, fixed_app):
+    app, _ = fixed_app()
+
+    async def run_before(pilot):
+        await _dashboard_ready(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_endpoint_picker(snap_compare, fixed_app):
+    from malti_tui.screens.picker import PickerScreen
+
+    app, _ = fixed_app()
+
+    async def run_before(pilot):
+        await _dashboard_ready(pilot)
+        await pilot.press("e")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, PickerScreen))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
