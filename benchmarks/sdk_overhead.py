@@ -297,7 +297,7 @@ STUB_INGEST = textwrap.dedent(
             import gzip as g
             if (dict(scope["headers"]).get(b"content-encoding") == b"gzip"):
                 body = g.decompress(body)
-            n = len(json.loads(body)["requests"])
+            n = body.count(b'"service":')  # cheap: this stub shares the 2 cores with the app
             count += n
             out = json.dumps({"message": "ok", "count": n, "service": "bench"}).encode()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
