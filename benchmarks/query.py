@@ -132,15 +132,22 @@ def family_cells_sql(name: str, dims: str, width: str, since: bool) -> str:
         FROM bench_stage {where} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"""
 
 
-def coarse_sql(table: str, width: str, source: str) -> str:
-    """One coarse level from family cells (the same rows the compactor's fold produces)."""
+def regroup_sql(name: str, width: str, source: str) -> str:
+    """Family cells re-binned to a wider bucket."""
+    return f"""
+        CREATE UNLOGGED TABLE {name} AS
+        SELECT date_bin('{width}', bucket, timestamptz '2000-01-01Z') AS bucket, service, node_k, method,
+               endpoint, consumer, context_k, status, k, sum(c) AS c, sum(s) AS s, min(lo) AS lo, max(hi) AS hi
+        FROM {source} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"""
+
+
+def coarse_sql(table: str, source: str) -> str:
+    """One coarse level from family cells at its width (the rows the compactor's fold produces)."""
     return f"""
         INSERT INTO {table} (bucket, service, node, method, endpoint, consumer, context,
                              n, err, n2, s2, lo2, hi2, st_codes, st_counts, lat_cells)
         WITH cells AS (
-            SELECT date_bin('{width}', bucket, timestamptz '2000-01-01Z') AS bucket, service, node_k, method,
-                   endpoint, consumer, context_k, status, k, sum(c) AS c, sum(s) AS s, min(lo) AS lo, max(hi) AS hi
-            FROM {source} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+            SELECT * FROM {source}
         ), per_status AS (
             SELECT bucket, service, node_k, method, endpoint, consumer, context_k, status,
                    sum(c) AS n, sum(s) AS s, min(lo) AS lo, max(hi) AS hi
@@ -208,6 +215,7 @@ async def build(url: str, records: int, now: datetime, complete: bool) -> None:
         log(f"  {table:<18} {n:>11,} rows ({span(lower)}) in {time.perf_counter() - t:.1f} s")
 
     levels = await conn.fetch("SELECT name, width::text AS width, dims FROM malti_rollup_levels ORDER BY dims, width")
+    sources = {"00:05:00": "bench_fam_5", "01:00:00": "bench_fam_h", "06:00:00": "bench_fam_6", "1 day": "bench_fam_d"}
     for dims in FAMILY_DIMS:
         t = time.perf_counter()
         family = [lv for lv in levels if lv["dims"] == dims]
@@ -215,19 +223,21 @@ async def build(url: str, records: int, now: datetime, complete: bool) -> None:
         if any(lv["width"] == "00:05:00" for lv in family):
             await conn.execute(family_cells_sql("bench_fam_5", dims, "5 minutes", recent5 is not None),
                                *([recent5] if recent5 else []))
+        await conn.execute(regroup_sql("bench_fam_6", "6 hours", "bench_fam_h"))
+        await conn.execute(regroup_sql("bench_fam_d", "1 day", "bench_fam_6"))
         log(f"  {dims} cells in {time.perf_counter() - t:.1f} s")
         for lv in family:
             t = time.perf_counter()
             table, width = lv["name"], lv["width"]
             five = width == "00:05:00"
             defs = await drop_indexes(conn, table)
-            await conn.execute(coarse_sql(table, width, "bench_fam_5" if five else "bench_fam_h"))
+            await conn.execute(coarse_sql(table, sources[width]))
             for d in defs:
                 await conn.execute(d)
             n = await conn.fetchval(f"SELECT count(*) FROM {table}")
             log(f"  {table:<18} {n:>11,} rows ({span(recent5 if five else None)}) in {time.perf_counter() - t:.1f} s")
-        await conn.execute("DROP TABLE IF EXISTS bench_fam_h")
-        await conn.execute("DROP TABLE IF EXISTS bench_fam_5")
+        for name in sources.values():
+            await conn.execute(f"DROP TABLE IF EXISTS {name}")
 
     t = time.perf_counter()
     raw_from = now - timedelta(days=RAW_DAYS)
