@@ -3,6 +3,8 @@ app" section is executed, and each app it builds answers a request through the m
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 from pathlib import Path
 
@@ -24,16 +26,39 @@ def test_readme_has_sdk_examples():
     assert len(sdk_blocks()) >= 2
 
 
+@pytest.fixture
+def isolated_sdk(monkeypatch):
+    """The blocks configure the process-wide SDK (MALTI_* variables, the global system): undo it."""
+    from malti_sdk import _telemetry
+
+    monkeypatch.delenv("MALTI_API_KEY", raising=False)  # no key: nothing is sent unless a block sets one
+    saved_env = {k: v for k, v in os.environ.items() if k.startswith("MALTI_")}
+    saved_system = _telemetry._system
+    yield
+    created = _telemetry._system
+    _telemetry._system = saved_system
+    for k in [k for k in os.environ if k.startswith("MALTI_")]:
+        del os.environ[k]
+    os.environ.update(saved_env)
+    if created is not None and created is not saved_system:
+        await_stop = created.stop()
+        try:
+            asyncio.run(await_stop)
+        except RuntimeError:
+            await_stop.close()
+
+
 @pytest.mark.parametrize("index", range(len(sdk_blocks())))
-async def test_readme_sdk_block_runs(index, monkeypatch):
-    # No key: the SDK records nothing and sends nothing, but the app and middleware run for real.
-    monkeypatch.delenv("MALTI_API_KEY", raising=False)
+def test_readme_sdk_block_runs(index, isolated_sdk):
     namespace: dict = {"__name__": f"readme_block_{index}"}
     exec(compile(sdk_blocks()[index], f"README.md SDK block {index}", "exec"), namespace)
     app = namespace.get("app")
     if app is None:
         return
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        r = await client.get("/no-such-route-for-the-readme-test")
-        assert r.status_code in (404, 405, 200)
+
+    async def one_request() -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return (await client.get("/no-such-route-for-the-readme-test")).status_code
+
+    assert asyncio.run(one_request()) in (404, 405, 200)
