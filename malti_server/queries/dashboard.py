@@ -57,8 +57,6 @@ _RAW_AGG = f"""count(*)::bigint AS n,
        percentile_cont(ARRAY[{', '.join(map(str, QS))}]::float8[]) WITHIN GROUP (ORDER BY response_time)
            FILTER (WHERE {_IS_2XX}) AS q"""
 
-_COLS = "sec, bucket, g1, g2, g3, status"
-
 
 def _section(sec: int, keys: str, agg: str, source: str, group: str, order_limit: str = "") -> str:
     return (
