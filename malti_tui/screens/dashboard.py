@@ -173,7 +173,9 @@ class DashboardScreen(LiveScreen):
         """Open the detail view for an endpoint or consumer."""
         from .drilldown import DrilldownScreen
 
-        self.app.push_screen(DrilldownScreen.for_target(self.source, self.query_state, target))
+        detail = DrilldownScreen.for_target(self.source, self.query_state, target)
+        detail.start_paused = self.paused  # a paused dashboard opens a paused detail view
+        self.app.push_screen(detail)
 
     def action_drill(self) -> None:
         """Choose an endpoint or consumer to open (from the current data)."""

@@ -39,11 +39,16 @@ class LiveScreen(Screen):
         self._log_timer: Timer | None = None
         self._retry_timer: Timer | None = None
         self.paused = False
+        self.start_paused: bool | None = None
+        """Start with auto-refresh paused (``None``: as the app's setting says)."""
 
     # ------------------------------------------------------------------ lifecycle
 
     def on_mount(self) -> None:
-        self.paused = not getattr(self.app, "refresh_enabled", True)
+        if self.start_paused is not None:
+            self.paused = self.start_paused
+        else:
+            self.paused = not getattr(self.app, "refresh_enabled", True)
         self._start_timer()
         self._log_timer = self.set_interval(LOG_POLL_SECONDS, self._poll_log, pause=self.paused)
         self.query_one(RefreshState).show(paused=self.paused, every=self.query_state.time_range.refresh_seconds)

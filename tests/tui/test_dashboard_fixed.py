@@ -290,3 +290,14 @@ async def test_a_dashboard_covered_by_a_detail_view_does_not_poll(fixed_app):
         screen._tick()
         await pilot.pause(0.1)
         assert len(source.queries) == before
+
+
+async def test_a_paused_dashboard_opens_a_paused_detail_view(fixed_app):
+    app, _ = fixed_app(auto_refresh=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("p")
+        assert screen.paused
+        await pilot.press("t", "enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, DrilldownScreen))
+        assert app.screen.paused
