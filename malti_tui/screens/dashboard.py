@@ -173,6 +173,9 @@ class DashboardScreen(LiveScreen):
         """Open the detail view for an endpoint or consumer."""
         from .drilldown import DrilldownScreen
 
+        if not target.value:
+            self.notify(f"Requests without a {target.kind} cannot be opened on their own.", severity="warning")
+            return
         detail = DrilldownScreen.for_target(self.source, self.query_state, target)
         detail.start_paused = self.paused  # a paused dashboard opens a paused detail view
         self.app.push_screen(detail)

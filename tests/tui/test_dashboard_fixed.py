@@ -301,3 +301,27 @@ async def test_a_paused_dashboard_opens_a_paused_detail_view(fixed_app):
         await pilot.press("t", "enter")
         await wait_until(pilot, lambda: isinstance(app.screen, DrilldownScreen))
         assert app.screen.paused
+
+
+async def test_a_command_from_the_palette_runs_its_action(fixed_app):
+    from textual.command import CommandPalette
+
+    app, source = fixed_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"last 7 days")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: source.queries[-1].time_range.name == "7d", what="the 7d query")
+
+
+async def test_consumer_without_a_name_is_not_opened(fixed_app):
+    app, _ = fixed_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("u")
+        await pilot.press("down", "down", "down", "down", "enter")  # the last row: no consumer name
+        await pilot.pause(0.2)
+        assert app.screen is screen
