@@ -4,6 +4,7 @@ SIGTERM (like Ctrl-C) stops every process it started, PostgreSQL included."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -83,10 +84,25 @@ class DemoProcess:
                 return json.loads(line.split(" ", 1)[1])
         raise AssertionError("the demo did not get ready:\n" + "".join(self.output))
 
-    def kill(self) -> None:
-        if self.proc.poll() is None:
+    def kill(self, data_dir: Path) -> None:
+        """Teardown after a failure: the demo's own clean stop, else kill its tree and PostgreSQL."""
+        if self.proc.poll() is not None:
+            return
+        tree = psutil.Process(self.proc.pid).children(recursive=True)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=45)
+        except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        for child in tree:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        if (data_dir / "pgdata" / "postmaster.pid").exists():
+            import pgserver
+
+            with contextlib.suppress(Exception):
+                pgserver.get_server(str(data_dir / "pgdata"), cleanup_mode="stop").cleanup()
 
 
 @pytest.fixture
@@ -167,7 +183,7 @@ def test_demo_starts_shows_live_and_history_and_stops_cleanly(demo_dir, stop_sig
         assert not (data_dir / "pgdata" / "postmaster.pid").exists()
         assert "Malti demo stopped." in "".join(demo.output)
     finally:
-        demo.kill()
+        demo.kill(data_dir)
 
 
 def test_history_records_are_valid_ingest_batches_with_the_demo_patterns():
