@@ -325,3 +325,18 @@ async def test_consumer_without_a_name_is_not_opened(fixed_app):
         await pilot.press("down", "down", "down", "down", "enter")  # the last row: no consumer name
         await pilot.pause(0.2)
         assert app.screen is screen
+
+
+async def test_a_key_revoked_while_running_is_reported_and_retried(fixed_app):
+    app, source = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await loaded(pilot)
+        source.api_key = "revoked"
+        await pilot.press("r")
+        banner = screen.query_one(Banner)
+        await wait_until(pilot, lambda: banner.display)
+        assert "refused the API key" in screen_text(app)
+        assert app.screen is screen  # the data stays; no jump to the login screen
+        source.api_key = "user-key-ok"
+        await pilot.press("r")
+        await wait_until(pilot, lambda: not banner.display)
