@@ -215,3 +215,11 @@ async def test_server_down_then_back(start_server, config_dir):
         # No key pressed: the dashboard retries by itself.
         await wait_until(pilot, lambda: not banner.display, timeout=30, what="recovery")
         assert screen.query_one(StatusIndicator).state != "offline"
+
+
+async def test_a_service_key_is_refused_with_a_hint(seeded, config_dir):
+    key = seeded.service_keys["auth-service"]
+    app = MaltiApp(Settings(url=seeded.url, api_key=key, auto_refresh=False, config_dir=config_dir))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, LoginScreen) and "user key" in screen_text(app),
+                         what="the login screen explaining that a user key is needed")
