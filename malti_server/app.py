@@ -28,6 +28,7 @@ from .ratelimit import RateLimiter
 log = logging.getLogger("malti.server")
 
 HEALTH_TIMEOUT = 2.0
+POOL_CLOSE_TIMEOUT = 10.0
 
 
 async def health(request: Request) -> Response:
@@ -130,7 +131,10 @@ def create_app(
             else:
                 yield
         finally:
-            await app.state.pool.close()
+            try:
+                await asyncio.wait_for(app.state.pool.close(), POOL_CLOSE_TIMEOUT)
+            except TimeoutError:  # a database gone mid-shutdown must not hold the process
+                app.state.pool.terminate()
 
     routes = [
         Route("/", index, methods=["GET"]),

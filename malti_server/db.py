@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
+import sysconfig
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -33,11 +35,19 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def schema_dir() -> Path:
-    """The folder of numbered SQL migrations: $MALTI_SCHEMA_DIR, else the repository's schema/."""
+    """The folder of numbered SQL migrations: $MALTI_SCHEMA_DIR, else the repository's schema/
+    (a checkout or editable install), else <prefix>/share/malti/schema (an installed copy)."""
     env = os.environ.get("MALTI_SCHEMA_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "schema"
+    beside = Path(__file__).resolve().parent.parent / "schema"
+    if beside.is_dir():
+        return beside
+    for prefix in (sys.prefix, sys.base_prefix, sysconfig.get_path("data")):
+        installed = Path(prefix) / "share" / "malti" / "schema"
+        if installed.is_dir():
+            return installed
+    return beside
 
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10, timeout: float = 10) -> asyncpg.Pool:

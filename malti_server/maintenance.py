@@ -65,6 +65,8 @@ async def apply_retention(
             removed["raw_partitions"] = len(
                 await partitions.drop_older_than(conn, now - timedelta(seconds=retention.raw))
             )
+        else:
+            await sync_timescaledb_retention(conn, timedelta(seconds=retention.raw))
         for table in await rollup_tables(conn):
             keep = retention.rollup_5min if table.endswith("5min") else retention.rollup_1hour
             # Table names come from the catalog (rollup_*), never from input.
@@ -75,6 +77,19 @@ async def apply_retention(
         return removed
 
     return await _with_lock(conn, RETENTION_LOCK, job)
+
+
+async def sync_timescaledb_retention(conn: asyncpg.Connection, keep: timedelta) -> None:
+    """On TimescaleDB its retention policy drops raw chunks; keep its horizon equal to ``retention.raw``."""
+    current = await conn.fetchval(
+        "SELECT (config->>'drop_after')::interval FROM timescaledb_information.jobs"
+        " WHERE proc_name = 'policy_retention' AND hypertable_name = 'requests'"
+    )
+    if current != keep:
+        async with conn.transaction():
+            await conn.execute("SELECT remove_retention_policy('requests', if_exists => true)")
+            await conn.execute("SELECT add_retention_policy('requests', drop_after => $1::interval)", keep)
+        log.info("TimescaleDB retention policy on requests set to %s", keep)
 
 
 async def ensure_upcoming_partitions(pool: asyncpg.Pool, partitions: Partitions) -> None:

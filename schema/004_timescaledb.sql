@@ -5,7 +5,8 @@
 -- Compression: chunks older than 1 day, segmented by service (every query filters or groups by it),
 -- ordered by time as the raw-record queries read them. TimescaleDB 2.11+ accepts inserts into
 -- compressed chunks, so late or backfilled records still ingest.
--- Retention: chunks older than 7 days (the default `[retention] raw`) are dropped by TimescaleDB's
+-- Retention: chunks older than 7 days (the default `[retention] raw`; the server keeps the policy equal
+-- to the configured value, malti_server/maintenance.py) are dropped by TimescaleDB's
 -- job scheduler. Rollup tables stay ordinary tables, trimmed by the server.
 --
 -- Idempotent: compression is enabled only when it is not yet, and the policies use if_not_exists.
