@@ -239,3 +239,15 @@ def test_text_is_returned_literally(malti_server):
     body = malti_server.get(AGG, consumer=f"w-{t}").json()
     assert body["endpoints"][0]["endpoint"] == weird
     assert malti_server.get(REQ, endpoint=weird).json()["requests"][0]["endpoint"] == weird
+
+
+def test_filter_values_are_data_never_sql(malti_server):
+    t = tag()
+    nasty = f"/q/{t}/'; DROP TABLE requests; --/%_\\"
+    ingest_ok(malti_server, [record(endpoint=nasty, consumer=f"n-{t}", created_at=iso(datetime.now(UTC)))])
+    for path in (AGG, RT, REQ, DIM):
+        assert malti_server.get(path, endpoint=nasty, consumer=f"n-{t}").status_code == 200
+    assert malti_server.get(AGG, endpoint=nasty).json()["metrics_summary"]["total_requests"] == 1
+    # no LIKE semantics: wildcards match only themselves
+    assert malti_server.get(AGG, endpoint=f"/q/{t}/%").json()["metrics_summary"]["total_requests"] == 0
+    assert malti_server.sql("SELECT count(*) AS n FROM requests WHERE consumer = $1", f"n-{t}")[0]["n"] == 1
