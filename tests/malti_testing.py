@@ -72,6 +72,9 @@ class EmbeddedCluster:
 
             self._server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
         self.url = self._server.get_uri()
+        from malti_server.embedded import tune
+
+        tune(self._server)
 
     def stop(self) -> None:
         self._server.cleanup()
