@@ -48,7 +48,7 @@ class EmbeddedPostgres:
                 import pgserver  # noqa: PLC0415  optional dependency, [embedded] extra
         except ImportError:
             raise EmbeddedUnavailable(
-                "the embedded PostgreSQL needs the [embedded] extra: pip install 'malti[embedded]' "
+                "the embedded PostgreSQL needs the [embedded] extra: pip install -e '.[embedded]' in the Malti clone "
                 "(or pass --database-url / set DATABASE_URL)"
             ) from None
         try:

@@ -80,11 +80,7 @@ async def ingest(request: Request) -> Response:
     body = await read_body(request, limits.max_body_bytes)
     now = datetime.now(timezone.utc)
     try:
-        records = decode_batch(body)
-        if len(records) > limits.max_batch_records:
-            raise ApiError(
-                413, f"Batch too large: {len(records)} records, the limit is {limits.max_batch_records}"
-            )
+        records = decode_batch(body, limits.max_batch_records)
         oldest = now - timedelta(seconds=max(settings.retention.rollup_1hour, settings.retention.rollup_5min))
         cols = to_columns(records, principal.name, now, oldest,
                           timedelta(seconds=limits.max_future_skew_seconds))

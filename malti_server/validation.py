@@ -98,12 +98,19 @@ def _describe(message: str) -> str:
     return message.split(" - at `")[0]
 
 
-def decode_batch(body: bytes) -> list[Record]:
-    """Decode a JSON body into records, raising :class:`BatchError` (400/422) with every problem."""
+MAX_REPORTED_ERRORS = 100
+
+
+def _too_many(count: int, max_records: int) -> BatchError:
+    return BatchError(413, f"Batch too large: {count} records, the limit is {max_records}")
+
+
+def decode_batch(body: bytes, max_records: int | None = None) -> list[Record]:
+    """Decode a JSON body into records, raising :class:`BatchError` (400/413/422) with every problem."""
     try:
         batch = _batch_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise _collect_errors(body, exc) from None
+        raise _collect_errors(body, exc, max_records) from None
     except msgspec.DecodeError as exc:
         raise BatchError(400, f"Malformed JSON body: {exc}") from None
     except UnicodeDecodeError:
@@ -112,10 +119,12 @@ def decode_batch(body: bytes) -> list[Record]:
         raise BatchError(400, "Malformed JSON body: nested too deeply") from None
     if not batch.requests:
         raise BatchError(400, "Empty batch: 'requests' must hold at least one record")
+    if max_records is not None and len(batch.requests) > max_records:
+        raise _too_many(len(batch.requests), max_records)
     return batch.requests
 
 
-def _collect_errors(body: bytes, first: msgspec.ValidationError) -> BatchError:
+def _collect_errors(body: bytes, first: msgspec.ValidationError, max_records: int | None = None) -> BatchError:
     try:
         data = _any_decoder.decode(body)
     except RecursionError:
@@ -136,6 +145,8 @@ def _collect_errors(body: bytes, first: msgspec.ValidationError) -> BatchError:
     if not isinstance(items, list):
         return BatchError(422, "Invalid batch: 'requests' must be a list",
                           [{"index": None, "field": "requests", "error": "must be a list of records"}])
+    if max_records is not None and len(items) > max_records:
+        return _too_many(len(items), max_records)
     errors = []
     for i, item in enumerate(items):
         try:
@@ -145,7 +156,15 @@ def _collect_errors(body: bytes, first: msgspec.ValidationError) -> BatchError:
             errors.append({"index": i, "field": field, "error": _describe(str(exc))})
     if not errors:  # should not happen, but never answer 422 without saying why
         errors.append({"index": None, "field": "requests", "error": "invalid batch"})
-    return BatchError(422, f"Invalid batch: {len(errors)} invalid record(s); nothing was stored", errors)
+    return _invalid(errors)
+
+
+def _invalid(errors: list[dict[str, Any]]) -> BatchError:
+    """422 listing at most MAX_REPORTED_ERRORS errors (the detail gives the full count)."""
+    bad = len({e["index"] for e in errors})
+    shown = errors[:MAX_REPORTED_ERRORS]
+    more = f" (the first {len(shown)} errors are listed)" if len(errors) > len(shown) else ""
+    return BatchError(422, f"Invalid batch: {bad} invalid record(s); nothing was stored{more}", shown)
 
 
 def to_columns(
@@ -207,5 +226,5 @@ def to_columns(
         names = ", ".join(sorted(repr(s) for s in foreign)[:5])
         raise BatchError(403, f"This key may only ingest records of service {service!r}; the batch has {names}")
     if errors:
-        raise BatchError(422, f"Invalid batch: {len({e['index'] for e in errors})} invalid record(s); nothing was stored", errors)
+        raise _invalid(errors)
     return Columns(created_at, services, nodes, methods, endpoints, statuses, times, consumers, contexts)
