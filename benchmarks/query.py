@@ -9,8 +9,9 @@ it times the naive answer (the same dashboard computed from the raw table with p
 the ranges raw data covers and prints the ratio, then the storage per rollup row and per raw row
 and the cost of one compaction.
 
-    python benchmarks/query.py                 # 5 M requests (scale 0.1), a few minutes
-    python benchmarks/query.py --scale 1       # the full ~50 M requests (slow: tens of minutes)
+    python benchmarks/query.py                 # 2.5 M requests (scale 0.05), about 6 minutes
+    python benchmarks/query.py --scale 0.1     # 5 M requests, about 11 minutes
+    python benchmarks/query.py --scale 1       # the full ~50 M requests (slow: over an hour)
     python benchmarks/query.py --database-url postgresql://...   # instead of an embedded PostgreSQL
 
 Targets (issue #3): every dashboard query < 150 ms median, 30 days < 100 ms, >= 20x faster than
@@ -395,7 +396,7 @@ async def drop_db(admin_url: str, url: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", type=float, default=0.1, help="fraction of the full 50 M requests (default 0.1)")
+    ap.add_argument("--scale", type=float, default=0.05, help="fraction of the full 50 M requests (default 0.05)")
     ap.add_argument("--runs", type=int, default=7, help="timed runs per query (median reported)")
     ap.add_argument("--database-url", help="admin URL of a PostgreSQL server (default: an embedded one)")
     ap.add_argument("--keep", action="store_true", help="keep the benchmark database")
