@@ -58,7 +58,8 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10, timeou
         max_size=max_size,
         timeout=timeout,
         command_timeout=60,
-        server_settings={"timezone": "UTC", "application_name": "malti-server"},
+        # work_mem: dashboard queries hash-aggregate histogram cells; the default 4 MB spills to disk.
+        server_settings={"timezone": "UTC", "application_name": "malti-server", "work_mem": "64MB"},
     )
 
 

@@ -17,6 +17,7 @@ from .db import COMPACTION_LOCK, RETENTION_LOCK, UNAVAILABLE_ERRORS, Partitions
 log = logging.getLogger("malti.maintenance")
 
 COMPACT_EVERY = 2.0  # seconds: pending rows stay few, so queries over the views stay fast
+COMPACT_AGAIN_AT = 20_000  # a fold that moved this many rows is followed by another at once (catching up)
 RETENTION_EVERY = 600.0
 IDEMPOTENCY_KEEP = timedelta(hours=24)
 
@@ -40,14 +41,14 @@ async def compact(conn: asyncpg.Connection) -> int | None:
 
 
 async def rollup_tables(conn: asyncpg.Connection) -> list[str]:
-    """Every rollup table: rollup_5min, rollup_1h and the coarser levels (rollup_<level>_<5min|1h|1d>).
+    """Every rollup table: rollup_5min, rollup_1h and the coarser levels (rollup_<level>_<5min|1h|6h|1d>).
 
-    5-minute tables keep ``retention.rollup_5min``; hourly and daily ones ``retention.rollup_1hour``.
+    5-minute tables keep ``retention.rollup_5min``; hourly, 6-hour and daily ones ``retention.rollup_1hour``.
     """
     rows = await conn.fetch(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace"
         " WHERE c.relkind IN ('r', 'p') AND ns.nspname = current_schema()"
-        " AND c.relname ~ '^rollup_([a-z]+_)?(5min|1h|1d)$' ORDER BY 1"
+        " AND c.relname ~ '^rollup_([a-z]+_)?(5min|1h|6h|1d)$' ORDER BY 1"
     )
     return [r["relname"] for r in rows]
 
@@ -103,9 +104,10 @@ async def run_forever(pool: asyncpg.Pool, settings_holder: SettingsHolder, parti
     next_retention = 0.0
     loop = asyncio.get_running_loop()
     while True:
+        moved: int | None = None
         try:
             async with pool.acquire() as conn:
-                await compact(conn)
+                moved = await compact(conn)
                 if loop.time() >= next_retention:
                     await ensure_upcoming_partitions(pool, partitions)
                     removed = await apply_retention(conn, settings_holder, partitions, storage)
@@ -118,7 +120,8 @@ async def run_forever(pool: asyncpg.Pool, settings_holder: SettingsHolder, parti
             log.warning("maintenance skipped, database unavailable: %s", exc)
         except Exception:  # keep the loop alive; the next round retries
             log.exception("maintenance round failed")
-        await asyncio.sleep(COMPACT_EVERY)
+            moved = None
+        await asyncio.sleep(0.05 if moved is not None and moved >= COMPACT_AGAIN_AT else COMPACT_EVERY)
 
 
 @contextlib.asynccontextmanager
