@@ -87,29 +87,14 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 def demo_config(services: list[Service], user: str) -> tuple[str, dict[str, str]]:
     """The demo's configuration file (random keys) and its keys (name -> key)."""
-    from .config import generate_key  # noqa: PLC0415
+    from .config import example_config  # noqa: PLC0415
 
-    keys: dict[str, str] = {}
-    lines = ["# Malti demo configuration, written by `malti-server --demo` (keys are random).", ""]
-    for s in services:
-        keys[s.name] = generate_key("svc")
-        lines += [f"[services.{s.name}]", f'api_key = "{keys[s.name]}"', f'description = "{s.description}"', ""]
-    keys[user] = generate_key("usr")
-    lines += [f"[users.{user}]", f'api_key = "{keys[user]}"', 'description = "Reads every service"', ""]
-    lines += [
-        "[dashboard.thresholds]",
-        "error_rate_success_threshold = 0.5",
-        "error_rate_warning_threshold = 1.0",
-        "latency_success_threshold = 300",
-        "latency_warning_threshold = 800",
-        "",
-        "[retention]",
-        'raw = "7d"',
-        'rollup_5min = "90d"',
-        'rollup_1hour = "720d"',
-        "",
-    ]
-    return "\n".join(lines), keys
+    return example_config(
+        [s.name for s in services],
+        [user],
+        descriptions={s.name: s.description for s in services},
+        title="Malti demo configuration, written by `malti-server --demo` (keys are random).",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
