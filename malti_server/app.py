@@ -19,7 +19,7 @@ from . import __version__, maintenance, metrics_api
 from .auth import client_ip, require_user, settings_of
 from .config import SettingsHolder, resolve_config_path
 from .db import UNAVAILABLE_ERRORS, Partitions, create_pool, migrate, storage_kind
-from .errors import ApiError, api_error
+from .errors import ApiError, api_error, unavailable
 from .ingest import ingest
 from .openapi import DOCS_HTML, openapi_spec
 from .pages import index_html
@@ -94,7 +94,7 @@ async def _http_error_handler(request: Request, exc: Exception) -> Response:
 
 
 async def _unavailable_handler(request: Request, exc: Exception) -> Response:
-    return api_error(503, "Storage unavailable; retry later", headers={"Retry-After": "5"})
+    return unavailable().response()
 
 
 async def _unexpected_handler(request: Request, exc: Exception) -> Response:

@@ -6,6 +6,8 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+RETRY_AFTER_UNAVAILABLE = "5"  # seconds a client should wait when the database is unreachable
+
 
 class ApiError(Exception):
     """An error answer: HTTP status, a human-readable detail, optional per-field errors and headers."""
@@ -38,3 +40,8 @@ def api_error(
     if errors is not None:
         body["errors"] = errors
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def unavailable() -> ApiError:
+    """503 for an unreachable database, with the Retry-After the SDK honours."""
+    return ApiError(503, "Storage unavailable; retry later", headers={"Retry-After": RETRY_AFTER_UNAVAILABLE})

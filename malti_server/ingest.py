@@ -12,12 +12,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .auth import require_service, settings_of
-from .db import UNAVAILABLE_ERRORS
 from .errors import ApiError
 from .validation import BatchError, decode_batch, to_columns
 from .writer import store_batch
 
-RETRY_AFTER_UNAVAILABLE = "5"
 MAX_IDEMPOTENCY_KEY = 200
 
 
@@ -87,23 +85,19 @@ async def ingest(request: Request) -> Response:
     except BatchError as exc:
         raise ApiError(exc.status, exc.detail, exc.errors) from None
 
+    # An unreachable database raises one of db.UNAVAILABLE_ERRORS: the app answers 503 + Retry-After.
     state = request.app.state
-    try:
-        async with state.pool.acquire() as conn:
-            days = {ts.date() for ts in set(cols.created_at)}
+    async with state.pool.acquire() as conn:
+        days = {ts.date() for ts in set(cols.created_at)}
+        await state.partitions.ensure(conn, days)
+        try:
+            result = await store_batch(conn, principal.name, cols, idem_key)
+        except asyncpg.exceptions.CheckViolationError:
+            # Another process dropped a day this one still believed in (retention): the
+            # statement stored nothing, so create the day again and retry once.
+            state.partitions.forget(days)
             await state.partitions.ensure(conn, days)
-            try:
-                result = await store_batch(conn, principal.name, cols, idem_key)
-            except asyncpg.exceptions.CheckViolationError:
-                # Another process dropped a day this one still believed in (retention): the
-                # statement stored nothing, so create the day again and retry once.
-                state.partitions.forget(days)
-                await state.partitions.ensure(conn, days)
-                result = await store_batch(conn, principal.name, cols, idem_key)
-    except UNAVAILABLE_ERRORS:
-        raise ApiError(
-            503, "Storage unavailable; retry later", headers={"Retry-After": RETRY_AFTER_UNAVAILABLE}
-        ) from None
+            result = await store_batch(conn, principal.name, cols, idem_key)
     body_out = {
         "message": f"Successfully ingested {result.count} requests",
         "count": result.count,

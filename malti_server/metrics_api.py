@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from .auth import require_user
 from .db import UNAVAILABLE_ERRORS
-from .errors import ApiError
+from .errors import ApiError, unavailable
 from .queries import dashboard as dashboard_q
 from .queries import dimensions as dimensions_q
 from .queries import params as params_q
@@ -26,7 +26,6 @@ from .queries import raw_requests as raw_q
 from .queries.params import MetricsQuery, QueryError
 
 _encoder = msgspec.json.Encoder()
-RETRY_AFTER_SECONDS = "5"
 
 
 def _json(body: Any) -> Response:
@@ -56,7 +55,7 @@ async def _run(
     except QueryError as exc:
         raise _api_error(exc) from None
     except UNAVAILABLE_ERRORS:
-        raise ApiError(503, "Database unavailable, retry later", headers={"Retry-After": RETRY_AFTER_SECONDS}) from None
+        raise unavailable() from None
     return _json(result)
 
 
