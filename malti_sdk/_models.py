@@ -83,6 +83,15 @@ def _float(value: Any, what: str) -> float | None:
     return float(value)
 
 
+def _floats(data: dict, what: str, *names: str) -> dict[str, float | None]:
+    """The optional number fields ``names`` of one JSON object (latencies), checked like :func:`_float`."""
+    return {name: _float(data.get(name), f"{what}.{name}") for name in names}
+
+
+_ALL_LATENCIES = ("min_latency", "avg_latency", "p50_latency", "p95_latency", "p99_latency", "max_latency")
+_GROUP_LATENCIES = ("avg_latency", "p50_latency", "p95_latency", "p99_latency")
+
+
 def _str(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise MaltiResponseError(f"{what}: expected a string, got {value!r}")
@@ -194,12 +203,7 @@ class TimeSeriesPoint(_HtmlRepr):
             bucket=parse_datetime(_require(data, "bucket", what), f"{what}.bucket"),
             total_requests=_int(data.get("total_requests"), f"{what}.total_requests"),
             error_count=_int(data.get("error_count"), f"{what}.error_count"),
-            min_latency=_float(data.get("min_latency"), f"{what}.min_latency"),
-            avg_latency=_float(data.get("avg_latency"), f"{what}.avg_latency"),
-            p50_latency=_float(data.get("p50_latency"), f"{what}.p50_latency"),
-            p95_latency=_float(data.get("p95_latency"), f"{what}.p95_latency"),
-            p99_latency=_float(data.get("p99_latency"), f"{what}.p99_latency"),
-            max_latency=_float(data.get("max_latency"), f"{what}.max_latency"),
+            **_floats(data, what, *_ALL_LATENCIES),
         )
 
 
@@ -227,12 +231,7 @@ class MetricsSummary(_HtmlRepr):
             error_count=_int(data.get("error_count"), f"{what}.error_count"),
             error_rate=_float(data.get("error_rate"), f"{what}.error_rate") or 0.0,
             requests_per_minute=_float(data.get("requests_per_minute"), f"{what}.requests_per_minute"),
-            min_latency=_float(data.get("min_latency"), f"{what}.min_latency"),
-            avg_latency=_float(data.get("avg_latency"), f"{what}.avg_latency"),
-            p50_latency=_float(data.get("p50_latency"), f"{what}.p50_latency"),
-            p95_latency=_float(data.get("p95_latency"), f"{what}.p95_latency"),
-            p99_latency=_float(data.get("p99_latency"), f"{what}.p99_latency"),
-            max_latency=_float(data.get("max_latency"), f"{what}.max_latency"),
+            **_floats(data, what, *_ALL_LATENCIES),
         )
 
 
@@ -262,10 +261,7 @@ class EndpointStats(_HtmlRepr):
             total_requests=_int(data.get("total_requests"), f"{what}.total_requests"),
             error_count=_int(data.get("error_count"), f"{what}.error_count"),
             error_rate=_float(data.get("error_rate"), f"{what}.error_rate") or 0.0,
-            avg_latency=_float(data.get("avg_latency"), f"{what}.avg_latency"),
-            p50_latency=_float(data.get("p50_latency"), f"{what}.p50_latency"),
-            p95_latency=_float(data.get("p95_latency"), f"{what}.p95_latency"),
-            p99_latency=_float(data.get("p99_latency"), f"{what}.p99_latency"),
+            **_floats(data, what, *_GROUP_LATENCIES),
         )
 
 
@@ -326,10 +322,7 @@ class ConsumerStats(_HtmlRepr):
             total_requests=_int(data.get("total_requests"), f"{what}.total_requests"),
             error_count=_int(data.get("error_count"), f"{what}.error_count"),
             error_rate=_float(data.get("error_rate"), f"{what}.error_rate") or 0.0,
-            avg_latency=_float(data.get("avg_latency"), f"{what}.avg_latency"),
-            p50_latency=_float(data.get("p50_latency"), f"{what}.p50_latency"),
-            p95_latency=_float(data.get("p95_latency"), f"{what}.p95_latency"),
-            p99_latency=_float(data.get("p99_latency"), f"{what}.p99_latency"),
+            **_floats(data, what, *_GROUP_LATENCIES),
         )
 
 
