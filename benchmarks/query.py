@@ -13,6 +13,11 @@ and the cost of one compaction.
     python benchmarks/query.py --scale 0.1     # 5 M requests, about 11 minutes
     python benchmarks/query.py --scale 1       # the full ~50 M requests (slow: over an hour)
     python benchmarks/query.py --database-url postgresql://...   # instead of an embedded PostgreSQL
+    python benchmarks/query.py --scale 1 --keep --database-url URL   # build once and keep it, then
+    python benchmarks/query.py --reuse postgresql://.../malti_bench_xxxx  # time queries again on it
+
+Query ranges end at the moment the data set was built (kept in table bench_meta), so a reused
+data set is timed on the same shapes.
 
 Targets (issue #3): every dashboard query < 150 ms median, 30 days < 100 ms, >= 20x faster than
 the naive raw-table query on 7 days.
@@ -63,6 +68,7 @@ FAMILY_DIMS = {  # the dimensions each coarse family keeps (schema/003)
     "all": set(), "svc": {"service"}, "ep": {"service", "method", "endpoint"},
     "con": {"service", "consumer"}, "acon": {"consumer"},
     "epcon": {"service", "method", "endpoint", "consumer"}, "nc": {"service", "node", "context"},
+    "ncep": {"service", "node", "context", "method", "endpoint"}, "nccon": {"service", "node", "context", "consumer"},
 }
 
 
@@ -251,6 +257,8 @@ async def build(url: str, records: int, now: datetime, complete: bool) -> None:
         " WHERE created_at >= $1 ORDER BY created_at", raw_from)
     log(f"  raw requests: {int(n.split()[-1]):,} rows (last {RAW_DAYS} days) in {time.perf_counter() - t:.1f} s")
     await conn.execute("DROP TABLE bench_stage")
+    await conn.execute("CREATE TABLE bench_meta (built_at timestamptz NOT NULL, records bigint NOT NULL)")
+    await conn.execute("INSERT INTO bench_meta VALUES ($1, $2)", now, records)
     t = time.perf_counter()
     await conn.execute("VACUUM ANALYZE")
     log(f"  vacuum analyze in {time.perf_counter() - t:.1f} s")
@@ -359,19 +367,28 @@ async def compaction_cost(url: str, base: str, now: datetime) -> str:
     return f"compaction of {pending:,} pending rows (10,000 records) into every rollup table: {dt * 1000:.0f} ms"
 
 
-def embedded_cluster() -> tuple[str, callable]:
+def embedded_cluster(folder: str | None) -> tuple[str, callable]:
+    """An embedded PostgreSQL; in ``folder`` (kept afterwards) or a temporary one (deleted)."""
     import pgserver
 
-    folder = Path(tempfile.gettempdir()) / f"malti-bench-pg-{uuid.uuid4().hex[:8]}"
-    srv = pgserver.get_server(str(folder), cleanup_mode="stop")
+    keep = folder is not None
+    path = Path(folder) if keep else Path(tempfile.gettempdir()) / f"malti-bench-pg-{uuid.uuid4().hex[:8]}"
+    srv = pgserver.get_server(str(path), cleanup_mode="stop")
 
     def cleanup() -> None:
         try:
             srv.cleanup()
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            if not keep:
+                shutil.rmtree(path, ignore_errors=True)
 
     return srv.get_uri(), cleanup
+
+
+def with_database(admin_url: str, name: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
 
 
 async def create_db(admin_url: str) -> str:
@@ -379,10 +396,14 @@ async def create_db(admin_url: str) -> str:
     conn = await asyncpg.connect(admin_url)
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
-    from urllib.parse import urlsplit, urlunsplit
+    return with_database(admin_url, name)
 
-    parts = urlsplit(admin_url)
-    return urlunsplit(parts._replace(path="/" + name))
+
+async def built_at(url: str) -> tuple[datetime, int]:
+    conn = await asyncpg.connect(url)
+    row = await conn.fetchrow("SELECT built_at, records FROM bench_meta")
+    await conn.close()
+    return row["built_at"], row["records"]
 
 
 async def drop_db(admin_url: str, url: str) -> None:
@@ -399,7 +420,9 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=0.05, help="fraction of the full 50 M requests (default 0.05)")
     ap.add_argument("--runs", type=int, default=7, help="timed runs per query (median reported)")
     ap.add_argument("--database-url", help="admin URL of a PostgreSQL server (default: an embedded one)")
-    ap.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    ap.add_argument("--keep", action="store_true", help="keep the benchmark database (prints its name)")
+    ap.add_argument("--pg-dir", help="folder of the embedded PostgreSQL, kept afterwards (default: a temporary one)")
+    ap.add_argument("--reuse", metavar="NAME", help="time the queries on database NAME, built and kept by an earlier run")
     ap.add_argument("--complete", action="store_true",
                     help="fill the 5-minute and full-dimension levels for all 30 days (slower build)")
     args = ap.parse_args()
@@ -408,38 +431,48 @@ def main() -> None:
     cleanup = None
     admin = args.database_url or os.environ.get("MALTI_BENCH_DATABASE_URL")
     if not admin:
-        admin, cleanup = embedded_cluster()
-    url = asyncio.run(create_db(admin))
+        admin, cleanup = embedded_cluster(args.pg_dir)
+    keep = args.keep or args.reuse is not None
     folder = Path(tempfile.mkdtemp(prefix="malti-bench-"))
     proc = None
+    url = None
     try:
-        now = datetime.now(UTC)
-        log(f"building {records:,} requests over {DAYS} days (scale {args.scale}) ...")
-        t = time.perf_counter()
-        asyncio.run(build(url, records, now, args.complete))
-        log(f"built in {time.perf_counter() - t:.0f} s\n")
+        if args.reuse:
+            url = with_database(admin, args.reuse)
+            now, records = asyncio.run(built_at(url))
+            log(f"reusing {args.reuse}: {records:,} requests, built {now:%Y-%m-%d %H:%M} UTC")
+        else:
+            url = asyncio.run(create_db(admin))
+            now = datetime.now(UTC)
+            log(f"building {records:,} requests over {DAYS} days (scale {args.scale}) ...")
+            t = time.perf_counter()
+            asyncio.run(build(url, records, now, args.complete))
+            log(f"built in {time.perf_counter() - t:.0f} s\n")
         proc, base = start_server(url, folder)
-        now = datetime.now(UTC)
+        # every range ends when the data does: the moment the build started
         svc_ep = {"service": "service-1", "endpoint": "/api/v1/resource-3/{item_id}"}
+        end = {"end_time": iso(now)}
+
+        def last(**delta) -> dict:
+            return {"start_time": iso(now - timedelta(**delta)), **end}
+
         shapes = [
-            ("realtime 1 h", "/api/v1/metrics/aggregate/realtime", {}, None),
-            ("realtime 1 h, service+endpoint", "/api/v1/metrics/aggregate/realtime", svc_ep, None),
-            ("24 h", "/api/v1/metrics/aggregate", {"start_time": iso(now - timedelta(hours=24))}, "24h"),
-            ("24 h, service+endpoint", "/api/v1/metrics/aggregate",
-             {"start_time": iso(now - timedelta(hours=24)), **svc_ep}, "24h"),
-            ("7 d", "/api/v1/metrics/aggregate", {"start_time": iso(now - timedelta(days=7))}, "7d"),
-            ("7 d, service+endpoint", "/api/v1/metrics/aggregate",
-             {"start_time": iso(now - timedelta(days=7)), **svc_ep}, "7d"),
-            ("30 d", "/api/v1/metrics/aggregate", {"start_time": iso(now - timedelta(days=30))}, None),
-            ("30 d, service+endpoint", "/api/v1/metrics/aggregate",
-             {"start_time": iso(now - timedelta(days=30)), **svc_ep}, None),
-            ("30 d, consumer", "/api/v1/metrics/aggregate",
-             {"start_time": iso(now - timedelta(days=30)), "consumer": "consumer-2"}, None),
-            ("7 d, node", "/api/v1/metrics/aggregate",
-             {"start_time": iso(now - timedelta(days=7)), "node": "node-1"}, None),
-            ("raw requests page (100)", "/api/v1/metrics/requests", {"limit": 100}, None),
-            ("raw requests page, service+endpoint", "/api/v1/metrics/requests", {"limit": 100, **svc_ep}, None),
-            ("dimensions 7 d", "/api/v1/metrics/dimensions", {}, None),
+            ("realtime 1 h", "/api/v1/metrics/aggregate/realtime", last(hours=1), None),
+            ("realtime 1 h, service+endpoint", "/api/v1/metrics/aggregate/realtime", {**last(hours=1), **svc_ep}, None),
+            ("24 h", "/api/v1/metrics/aggregate", last(hours=24), "24h"),
+            ("24 h, service+endpoint", "/api/v1/metrics/aggregate", {**last(hours=24), **svc_ep}, "24h"),
+            ("24 h, node", "/api/v1/metrics/aggregate", {**last(hours=24), "node": "node-1"}, "24h"),
+            ("7 d", "/api/v1/metrics/aggregate", last(days=7), "7d"),
+            ("7 d, service+endpoint", "/api/v1/metrics/aggregate", {**last(days=7), **svc_ep}, "7d"),
+            ("7 d, node", "/api/v1/metrics/aggregate", {**last(days=7), "node": "node-1"}, "7d"),
+            ("7 d, context", "/api/v1/metrics/aggregate", {**last(days=7), "context": "ctx-1"}, "7d"),
+            ("30 d", "/api/v1/metrics/aggregate", last(days=30), None),
+            ("30 d, service+endpoint", "/api/v1/metrics/aggregate", {**last(days=30), **svc_ep}, None),
+            ("30 d, consumer", "/api/v1/metrics/aggregate", {**last(days=30), "consumer": "consumer-2"}, None),
+            ("30 d, node", "/api/v1/metrics/aggregate", {**last(days=30), "node": "node-1"}, None),
+            ("raw requests page (100)", "/api/v1/metrics/requests", {"limit": 100, **end}, None),
+            ("raw requests page, service+endpoint", "/api/v1/metrics/requests", {"limit": 100, **end, **svc_ep}, None),
+            ("dimensions 7 d", "/api/v1/metrics/dimensions", last(days=7), None),
         ]
         log(f"{'query (HTTP, median of ' + str(args.runs) + ')':<40} {'ms':>8} {'resolution':>10} {'requests':>12}"
             f" {'naive raw ms':>13} {'ratio':>7}")
@@ -471,7 +504,9 @@ def main() -> None:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-        if not args.keep:
+        if url is None:
+            pass
+        elif not keep:
             try:
                 asyncio.run(drop_db(admin, url))
             except Exception as exc:  # noqa: BLE001 - best effort cleanup

@@ -47,6 +47,8 @@ LEVELS: dict[timedelta, list[Level]] = {
         _level("rollup_con_1h_all", HOUR, "consumer"),
         _level("rollup_ep_1h_all", HOUR, "method", "endpoint"),
         _level("rollup_epcon_1h_all", HOUR, "method", "endpoint", "consumer"),
+        _level("rollup_nccon_1h_all", HOUR, "node", "context", "consumer"),
+        _level("rollup_ncep_1h_all", HOUR, "node", "context", "method", "endpoint"),
         _level("rollup_full_1h_all", HOUR, "*"),
     ],
     SIX_HOURS: [
@@ -55,6 +57,8 @@ LEVELS: dict[timedelta, list[Level]] = {
         _level("rollup_con_6h_all", SIX_HOURS, "consumer"),
         _level("rollup_ep_6h_all", SIX_HOURS, "method", "endpoint"),
         _level("rollup_epcon_6h_all", SIX_HOURS, "method", "endpoint", "consumer"),
+        _level("rollup_nccon_6h_all", SIX_HOURS, "node", "context", "consumer"),
+        _level("rollup_ncep_6h_all", SIX_HOURS, "node", "context", "method", "endpoint"),
     ],
     DAY: [
         _level("rollup_svc_1d_all", DAY),
@@ -63,6 +67,8 @@ LEVELS: dict[timedelta, list[Level]] = {
         _level("rollup_con_1d_all", DAY, "consumer"),
         _level("rollup_ep_1d_all", DAY, "method", "endpoint"),
         _level("rollup_epcon_1d_all", DAY, "method", "endpoint", "consumer"),
+        _level("rollup_nccon_1d_all", DAY, "node", "context", "consumer"),
+        _level("rollup_ncep_1d_all", DAY, "node", "context", "method", "endpoint"),
     ],
 }
 

@@ -111,7 +111,10 @@ def test_smallest_level_is_chosen():
     assert pick_level(DAY, frozenset({"endpoint", "consumer"})).view == "rollup_epcon_1d_all"
     assert pick_level(DAY, frozenset({"consumer"}), per_service=False).view == "rollup_acon_1d_all"
     assert pick_level(DAY, frozenset({"consumer"})).view == "rollup_con_1d_all"
-    assert pick_level(DAY, frozenset({"node", "endpoint"})) is None
+    assert pick_level(DAY, frozenset({"node", "endpoint"})).view == "rollup_ncep_1d_all"
+    assert pick_level(HOUR, frozenset({"context", "consumer"})).view == "rollup_nccon_1h_all"
+    assert pick_level(DAY, frozenset({"node", "endpoint", "consumer"})) is None
+    assert pick_level(HOUR, frozenset({"node", "endpoint", "consumer"})).view == "rollup_full_1h_all"
     assert pick_level(FIVE_MINUTES, frozenset({"context"})).view == "rollup_full_5min_all"
     assert all(LEVELS[w][-1].dims >= {"node", "context"} for w in (FIVE_MINUTES, HOUR))
     assert MINUTE not in LEVELS
