@@ -47,6 +47,9 @@ _ROLLUP_AGG = """sum(n)::bigint AS n,
 _COUNTS_AGG = """sum(c)::bigint, 0::bigint, 0::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::bytea,
        NULL::float8[]"""
 
+_RAW_COUNTS_AGG = """count(*)::bigint, 0::bigint, 0::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::bytea,
+       NULL::float8[]"""
+
 _RAW_AGG = f"""count(*)::bigint AS n,
        count(*) FILTER (WHERE {_IS_ERROR})::bigint AS err,
        count(*) FILTER (WHERE {_IS_2XX})::bigint AS n2,
@@ -132,8 +135,8 @@ def build_raw_sql(q: MetricsQuery) -> tuple[str, list[Any]]:
                  "service, method, endpoint", f"ORDER BY n DESC, service, method, endpoint LIMIT {TOP_N}\n"),
         _section(SEC_CONSUMERS, "NULL::timestamptz, consumer, NULL::text, NULL::text, NULL::int", _RAW_AGG, "base",
                  "consumer", f"ORDER BY n DESC, consumer LIMIT {TOP_N}\n"),
-        _section(SEC_STATUS, "NULL::timestamptz, service, NULL::text, NULL::text, status::int", _RAW_AGG, "base",
-                 "service, status"),
+        _section(SEC_STATUS, "NULL::timestamptz, service, NULL::text, NULL::text, status::int",
+                 _RAW_COUNTS_AGG, "base", "service, status"),
         _section(SEC_NODES, "NULL::timestamptz, node, context, NULL::text, NULL::int",
                  "0::bigint, 0::bigint, 0::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::bytea, NULL::float8[]",
                  "(SELECT node, context FROM requests WHERE " + " AND ".join(node_conds) + ") AS src",
