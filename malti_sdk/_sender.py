@@ -19,6 +19,12 @@ Delivery rules:
 
 Encoding happens in chunks between which the loop serves requests (see
 :mod:`._records`), so a 20,000-record backlog never stalls the app.
+
+Transport: for a plain ``http://`` URL without a proxy, a lean HTTP/1.1 keep-alive
+client on the sender's loop (one write per batch, no worker thread); it costs the app
+a fraction of the CPU of a general-purpose client, measured under uvicorn at about
+3 µs per request at 20,000 requests/s. ``https://``, proxies from the environment and
+credentials in the URL go through httpx in a worker thread.
 """
 
 from __future__ import annotations
@@ -30,10 +36,12 @@ import os
 import random
 import threading
 import time
+import urllib.request
 import uuid
 import weakref
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -97,6 +105,226 @@ async def _in_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
         if "shutdown" not in str(exc):
             raise
         return function(*args, **kwargs)
+
+
+class _ProtocolError(Exception):
+    """The server's answer is not HTTP/1.x as this client reads it."""
+
+
+#: what a failed exchange of the lean client may raise (all retried, like httpx's transport errors)
+_LEAN_ERRORS = (OSError, EOFError, asyncio.TimeoutError, asyncio.LimitOverrunError, _ProtocolError, ValueError)
+_MAX_ANSWER_BYTES = 1 << 20  # an ingest answer is a few dozen bytes; more is read and cut
+
+
+def _uses_proxy(scheme: str, host: str) -> bool:
+    """True when the environment names a proxy for this URL (httpx would use it)."""
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(scheme) or proxies.get("all")):
+        return False
+    try:
+        return not urllib.request.proxy_bypass_environment(host, proxies)
+    except Exception:
+        return True
+
+
+class _LeanHttp:
+    """HTTP/1.1 POSTs over one keep-alive connection, on the sender's event loop.
+
+    Used for plain ``http://`` ingest URLs without a proxy (the common self-hosted
+    case): one ``write`` of head and body, one read of a small answer, no worker
+    thread, no per-request objects beyond a few strings. Costs a fraction of a
+    general-purpose client's CPU per batch, which under load is CPU the app keeps.
+    Everything else (``https://``, proxies, credentials in the URL) goes through httpx.
+    """
+
+    def __init__(self, host: str, port: int, target: str, host_header: str) -> None:
+        self.host = host
+        self.port = port
+        self.target = target
+        self.host_header = host_header
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._head_key: tuple = ()
+        self._head = b""
+
+    @classmethod
+    def for_url(cls, url: str) -> "_LeanHttp | None":
+        try:
+            parts = urlsplit(url)
+            port = parts.port or 80
+        except ValueError:
+            return None
+        host = parts.hostname
+        if parts.scheme != "http" or not host or parts.username is not None or parts.password is not None:
+            return None
+        if _uses_proxy("http", host):
+            return None
+        host_header = f"[{host}]" if ":" in host else host
+        if parts.port is not None:
+            host_header += f":{parts.port}"
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(host, port, target, host_header)
+
+    def _static_head(self, api_key: str, gzipped: bool) -> bytes:
+        key = (api_key, gzipped)
+        if key != self._head_key:
+            head = (
+                f"POST {self.target} HTTP/1.1\r\nHost: {self.host_header}\r\nAccept: */*\r\n"
+                f"User-Agent: malti-sdk\r\nContent-Type: application/json\r\nX-API-Key: {api_key}\r\n"
+            )
+            if gzipped:
+                head += "Content-Encoding: gzip\r\n"
+            self._head = head.encode("ascii")
+            self._head_key = key
+        return self._head
+
+    async def post(
+        self, body: bytes, api_key: str, idempotency_key: str, gzipped: bool, timeout: float
+    ) -> tuple[int, dict[str, str], bytes]:
+        """``(status, headers with lower-case names, body)`` of one POST; raises on transport failures."""
+        data = b"".join(
+            (
+                self._static_head(api_key, gzipped),
+                b"Idempotency-Key: %s\r\nContent-Length: %d\r\n\r\n" % (idempotency_key.encode("ascii"), len(body)),
+                body,
+            )
+        )
+        return await asyncio.wait_for(self._exchange(data), timeout)
+
+    async def _exchange(self, data: bytes) -> tuple[int, dict[str, str], bytes]:
+        for attempt in range(2):
+            reused = self._writer is not None
+            if reused and (self._reader.at_eof() or self._writer.is_closing()):
+                self.close()
+                reused = False
+            if self._writer is None:
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            answered = False
+            try:
+                self._writer.write(data)
+                await self._writer.drain()
+                status_line = await self._reader.readuntil(b"\r\n")
+                answered = True
+                return await self._read_answer(status_line)
+            except (OSError, EOFError) as exc:
+                self.close()
+                # A kept-alive connection the server closed meanwhile: once more on a new
+                # one (safe: the batch's Idempotency-Key makes a duplicate count once).
+                if reused and not answered and attempt == 0:
+                    continue
+                raise exc
+            except BaseException:
+                self.close()
+                raise
+        raise ConnectionError("no connection")  # not reached
+
+    async def _read_answer(self, status_line: bytes) -> tuple[int, dict[str, str], bytes]:
+        reader = self._reader
+        while True:
+            version, _, rest = status_line.decode("latin-1").partition(" ")
+            if not version.startswith("HTTP/1."):
+                raise _ProtocolError(f"not an HTTP/1.x answer: {status_line[:60]!r}")
+            status = int(rest[:3])
+            headers: dict[str, str] = {}
+            while True:
+                line = await reader.readuntil(b"\r\n")
+                if line == b"\r\n":
+                    break
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            if 100 <= status < 200:  # an interim answer: the real one follows
+                status_line = await reader.readuntil(b"\r\n")
+                continue
+            break
+        keep_alive = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+        if status in (204, 304):
+            body = b""
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            pieces = []
+            size_read = 0
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
+                if size == 0:
+                    while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
+                        pass
+                    break
+                piece = await reader.readexactly(size + 2)
+                size_read += size
+                if size_read <= _MAX_ANSWER_BYTES:
+                    pieces.append(piece[:-2])
+            body = b"".join(pieces)
+        elif "content-length" in headers:
+            length = int(headers["content-length"])
+            if length > _MAX_ANSWER_BYTES:
+                keep_alive = False
+                length = _MAX_ANSWER_BYTES
+            body = await reader.readexactly(length)
+        else:  # delimited by the end of the connection
+            body = await reader.read(_MAX_ANSWER_BYTES)
+            keep_alive = False
+        if not keep_alive:
+            self.close()
+        return status, headers, body
+
+    def close(self) -> None:
+        writer = self._writer
+        self._reader = self._writer = None
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+
+class _Delivery:
+    """Sends request bodies to the ingest URL: :class:`_LeanHttp` where it applies, else httpx.
+
+    httpx runs synchronously in a worker thread (its bookkeeping and socket writes stay
+    off the app's loop); its client is built there too, on first use: loading the CA
+    bundle takes ~15 ms.
+    """
+
+    def __init__(self) -> None:
+        self._lean_url: str | None = None
+        self._lean: _LeanHttp | None = None
+        self._client: httpx.Client | None = None
+
+    async def post(
+        self, config: TelemetryConfig, batch: "_Batch", timeout: float
+    ) -> tuple[int, str | None, Any]:
+        """``(status, Retry-After, answer body or response)`` of one attempt; raises on transport errors."""
+        url = config.ingest_url
+        if url != self._lean_url:
+            if self._lean is not None:
+                self._lean.close()
+            self._lean_url = url
+            self._lean = _LeanHttp.for_url(url)
+        api_key = config.api_key or ""
+        if self._lean is not None and api_key.isascii() and api_key.isprintable():
+            status, headers, body = await self._lean.post(batch.body, api_key, batch.key, batch.gzipped, timeout)
+            return status, headers.get("retry-after"), body
+        headers = {"X-API-Key": api_key, "Content-Type": "application/json", "Idempotency-Key": batch.key}
+        if batch.gzipped:
+            headers["Content-Encoding"] = "gzip"
+        if self._client is None:
+            self._client = await _in_thread(_make_client, config)
+        response = await _in_thread(self._client.post, url, content=batch.body, headers=headers, timeout=timeout)
+        return response.status_code, response.headers.get("retry-after"), response
+
+    async def close(self) -> None:
+        if self._lean is not None:
+            self._lean.close()
+            self._lean = None
+            self._lean_url = None
+        client, self._client = self._client, None
+        if client is not None:
+            await _in_thread(client.close)
+
+
+def _answer_text(answer: Any) -> str:
+    if isinstance(answer, (bytes, bytearray)):
+        return bytes(answer).decode("utf-8", "replace")
+    return answer.text
 
 
 _senders: "weakref.WeakSet[BatchSender]" = weakref.WeakSet()
@@ -315,11 +543,7 @@ class BatchSender:
         self._wake = asyncio.Event()
         self._run_loop = loop
         self._run_thread = threading.current_thread()
-        config = self.config
-        # The HTTP exchange runs in a worker thread with a synchronous client: socket
-        # writes and httpx's bookkeeping stay off the app's loop, which only encodes (in
-        # small steps) and schedules. Built there too: loading the CA bundle takes ~15 ms.
-        client = await _in_thread(_make_client, config)
+        client = _Delivery()
         graceful = False
         try:
             while not self._stopping:
@@ -345,14 +569,14 @@ class BatchSender:
                 except Exception:
                     logger.exception("Malti final flush failed")
             try:
-                await _in_thread(client.close)
+                await client.close()
             except BaseException:
                 pass
             if generation == self._generation:
                 self._running = False
                 self._done.set()
 
-    async def _pump(self, client: httpx.Client) -> None:
+    async def _pump(self, client: _Delivery) -> None:
         config = self.config
         rows = self.buffer.rows
         now = time.monotonic()
@@ -378,7 +602,7 @@ class BatchSender:
                 return
             now = time.monotonic()
 
-    async def _attempt(self, client: httpx.Client, batch: _Batch, timeout: float | None = None) -> bool:
+    async def _attempt(self, client: _Delivery, batch: _Batch, timeout: float | None = None) -> bool:
         """One delivery attempt of the oldest pending batch.
 
         True when the batch is settled (stored, or dropped and counted); False when it
@@ -397,37 +621,25 @@ class BatchSender:
                 logger.exception("Malti: could not encode a batch; dropping it")
                 self._settle(batch, "encoding_error")
                 return True
-        headers = {
-            "X-API-Key": config.api_key,
-            "Content-Type": "application/json",
-            "Idempotency-Key": batch.key,
-        }
-        if batch.gzipped:
-            headers["Content-Encoding"] = "gzip"
         batch.attempts += 1
         retry_after = None
         try:
-            response = await _in_thread(
-                client.post,
-                config.ingest_url,
-                content=batch.body,
-                headers=headers,
-                timeout=timeout if timeout is not None else config.http_timeout,
+            status, retry_after_text, answer = await client.post(
+                config, batch, timeout if timeout is not None else config.http_timeout
             )
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             self._warn_once("url", f"Malti: cannot send to {config.ingest_url!r}: {exc}")
             self._settle(batch, "invalid_url")
             return True
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
+        except (httpx.TimeoutException, httpx.TransportError, *_LEAN_ERRORS) as exc:
             reason = f"{type(exc).__name__}: {exc}"
         else:
-            status = response.status_code
             if 200 <= status < 300:
                 self._settle(batch, None)
                 return True
             if status in _RETRY_STATUSES or status >= 500:
                 reason = f"HTTP {status}"
-                retry_after = _retry_after_seconds(response.headers.get("retry-after"))
+                retry_after = _retry_after_seconds(retry_after_text)
             elif status == 413 and len(batch.rows) > 1:
                 # Too large for the server's limits: send it in halves (new keys: nothing was stored).
                 half = len(batch.rows) // 2
@@ -435,7 +647,7 @@ class BatchSender:
                 self._pending[index : index + 1] = [_Batch(batch.rows[:half]), _Batch(batch.rows[half:])]
                 return True
             else:
-                detail = response.text[:300]
+                detail = _answer_text(answer)[:300]
                 self._warn_once(f"http_{status}", f"Malti: server refused a batch: HTTP {status} {detail}")
                 self._settle(batch, f"http_{status}")
                 return True
@@ -470,7 +682,7 @@ class BatchSender:
         else:
             self.buffer.count_dropped(dropped_reason, len(batch.rows))
 
-    async def _drain(self, client: httpx.Client) -> None:
+    async def _drain(self, client: _Delivery) -> None:
         """Deliver everything within ``shutdown_timeout``; count the rest as dropped."""
         deadline = time.monotonic() + self.config.shutdown_timeout
         size = self.config.batch_size

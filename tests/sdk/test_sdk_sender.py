@@ -121,6 +121,29 @@ async def test_lost_answers_do_not_duplicate(receiver, make_system):
     assert len(receiver.requests) == 2 and len(receiver.stored) == 5
 
 
+async def test_a_connection_the_server_closes_is_replaced(receiver, make_system):
+    # Each answer closes the kept-alive connection: the next batch opens a new one, nothing lost.
+    receiver.script.extend([(200, {"Connection": "close"})] * 3)
+    system = make_system(malti_url=receiver.url, batch_size=10)
+    for round_no in range(5):
+        record_many(system, 10, start=round_no * 10)
+        await wait_for(lambda: system.get_stats()["total_sent"] == (round_no + 1) * 10)
+    assert consumers(receiver.stored) == sorted(f"consumer-{i}" for i in range(50))
+    assert system.get_stats()["dropped"] == {}
+
+
+async def test_urls_the_lean_client_does_not_handle_go_through_httpx(receiver, make_system):
+    # Credentials in the URL (like https:// and proxies) take the httpx path: same wire format.
+    system = make_system(malti_url=f"http://user:secret@127.0.0.1:{receiver.port}", batch_size=20)
+    record_many(system, 40)
+    await wait_for(lambda: system.get_stats()["total_sent"] == 40)
+    assert len(receiver.stored) == 40
+    headers = receiver.requests[0]["headers"]
+    assert headers["authorization"].startswith("Basic ")
+    assert headers["content-encoding"] == "gzip" and headers["x-api-key"] == "test-key"
+    assert len({r["headers"]["idempotency-key"] for r in receiver.requests}) == 2
+
+
 async def test_overflow_is_counted_never_silent(make_system):
     system = make_system(
         malti_url=f"http://127.0.0.1:{free_port()}",
