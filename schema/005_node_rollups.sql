@@ -80,7 +80,8 @@ BEGIN
 END
 $$;
 
--- 003's fold with the family's dimensions read from malti_rollup_families.
+-- 003's fold with the family's dimensions read from malti_rollup_families (007 replaces it again,
+-- to leave coarse blocks that are still open to the close).
 CREATE OR REPLACE FUNCTION malti_fold_family(family text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE

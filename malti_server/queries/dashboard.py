@@ -24,7 +24,7 @@ import numpy as np
 
 from . import packed
 from .params import HOUR, MINUTE, UTC, MetricsQuery, ceil_time, floor_time
-from .sql import Binds, filter_conditions, pick_level, plan_sources, time_condition
+from .sql import Binds, Closed, fetch_closed, filter_conditions, pick_level, plan_sources, time_condition
 
 QS = (0.5, 0.95, 0.99)
 TOP_N = 100  # entries in `endpoints` and `consumers`
@@ -71,10 +71,10 @@ def _section(sec: int, keys: str, agg: str, source: str, group: str, order_limit
 
 
 def _rollup_source(q: MetricsQuery, start: datetime, stop: datetime, finest: timedelta,
-                   need: frozenset[str], binds: Binds, service_only: bool = False,
+                   need: frozenset[str], binds: Binds, closed: Closed, service_only: bool = False,
                    per_service: bool = True) -> str:
     parts = []
-    for level, intervals in plan_sources(start, stop, finest, need, per_service):
+    for level, intervals in plan_sources(start, stop, finest, need, per_service, closed):
         conds = [time_condition("bucket", intervals, binds)]
         conds += filter_conditions(q.filters, binds, level.dims, service_only)
         parts.append(f"SELECT * FROM {level.view} WHERE " + " AND ".join(conds))
@@ -83,7 +83,8 @@ def _rollup_source(q: MetricsQuery, start: datetime, stop: datetime, finest: tim
     return "(" + "\n UNION ALL ".join(parts) + ") AS src"
 
 
-def build_rollup_sql(q: MetricsQuery) -> tuple[str, list[Any]]:
+def build_rollup_sql(q: MetricsQuery, closed: Closed) -> tuple[str, list[Any]]:
+    """The rollup statement; ``closed``: how far the 6-hour and 1-day levels are complete."""
     binds = Binds()
     f = q.filters.dims()
     a, b = q.first_bucket, q.stop
@@ -97,18 +98,18 @@ def build_rollup_sql(q: MetricsQuery) -> tuple[str, list[Any]]:
         _section(SEC_TS, "bucket, NULL::text AS g1, NULL::text AS g2, NULL::text AS g3, NULL::int AS status",
                  _ROLLUP_AGG, ts_source, "bucket"),
         _section(SEC_ENDPOINTS, "NULL::timestamptz, service, method, endpoint, NULL::int", _ROLLUP_AGG,
-                 _rollup_source(q, a, b, step, f | {"method", "endpoint"}, binds), "service, method, endpoint",
+                 _rollup_source(q, a, b, step, f | {"method", "endpoint"}, binds, closed), "service, method, endpoint",
                  f"ORDER BY n DESC, service, method, endpoint LIMIT {TOP_N}\n"),
         _section(SEC_CONSUMERS, "NULL::timestamptz, consumer, NULL::text, NULL::text, NULL::int", _ROLLUP_AGG,
-                 _rollup_source(q, a, b, step, f | {"consumer"}, binds, per_service=per_service), "consumer",
+                 _rollup_source(q, a, b, step, f | {"consumer"}, binds, closed, per_service=per_service), "consumer",
                  f"ORDER BY n DESC, consumer LIMIT {TOP_N}\n"),
         _section(SEC_STATUS, "NULL::timestamptz, service, NULL::text, NULL::text, code::int", _COUNTS_AGG,
-                 _rollup_source(q, a, b, step, f, binds) + ", unnest(st_codes, st_counts) AS st(code, c)",
+                 _rollup_source(q, a, b, step, f, binds, closed) + ", unnest(st_codes, st_counts) AS st(code, c)",
                  "service, code"),
         _section(SEC_NODES, "NULL::timestamptz, node, context, NULL::text, NULL::int",
                  "0::bigint, 0::bigint, 0::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::bytea, NULL::float8[]",
                  _rollup_source(q, floor_time(a, HOUR), ceil_time(b, HOUR), HOUR,
-                                frozenset({"node", "context"}), binds, service_only=True),
+                                frozenset({"node", "context"}), binds, closed, service_only=True),
                  "node, context"),
     ]
     return "\nUNION ALL\n".join(sections), binds.values
@@ -145,13 +146,14 @@ def build_raw_sql(q: MetricsQuery) -> tuple[str, list[Any]]:
     return base + "\nUNION ALL\n".join(sections), binds.values
 
 
-def build_sql(q: MetricsQuery) -> tuple[str, list[Any]]:
-    return build_raw_sql(q) if q.step == MINUTE else build_rollup_sql(q)
+def build_sql(q: MetricsQuery, closed: Closed) -> tuple[str, list[Any]]:
+    return build_raw_sql(q) if q.step == MINUTE else build_rollup_sql(q, closed)
 
 
 async def dashboard(conn: asyncpg.Connection, q: MetricsQuery, now: datetime) -> dict[str, Any]:
     """The dashboard response (docs/api.md) for one parsed query."""
-    sql, args = build_sql(q)
+    closed = await fetch_closed(conn) if q.step != MINUTE else {}
+    sql, args = build_sql(q, closed)
     await conn.execute(f"SET work_mem = '{WORK_MEM}'")
     rows = await conn.fetch(sql, *args)
     return assemble(q, rows, now)

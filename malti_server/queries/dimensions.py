@@ -11,30 +11,30 @@ from typing import Any
 import asyncpg
 
 from .params import HOUR, MetricsQuery
-from .sql import Binds, filter_conditions, plan_sources, time_condition
+from .sql import Binds, Closed, fetch_closed, filter_conditions, plan_sources, time_condition
 
 
-def _distinct(q: MetricsQuery, need: frozenset[str], columns: str, kind: int, binds: Binds) -> str:
+def _distinct(q: MetricsQuery, need: frozenset[str], columns: str, kind: int, binds: Binds, closed: Closed) -> str:
     parts = []
-    for level, intervals in plan_sources(q.first_bucket, q.stop, HOUR, need):
+    for level, intervals in plan_sources(q.first_bucket, q.stop, HOUR, need, closed=closed):
         conds = [time_condition("bucket", intervals, binds)] + filter_conditions(q.filters, binds, service_only=True)
         parts.append(f"SELECT {columns} FROM {level.view} WHERE " + " AND ".join(conds))
     body = " UNION ".join(parts) if parts else f"SELECT {columns} FROM rollup_nc_1h_all WHERE false"
     return f"SELECT {kind} AS kind, * FROM ({body}) AS d{kind}"
 
 
-def build_sql(q: MetricsQuery) -> tuple[str, list[Any]]:
+def build_sql(q: MetricsQuery, closed: Closed) -> tuple[str, list[Any]]:
     binds = Binds()
     parts = [
-        _distinct(q, frozenset({"node", "context"}), "service AS a, node AS b, context AS c", 0, binds),
-        _distinct(q, frozenset({"method", "endpoint"}), "service, method, endpoint", 1, binds),
-        _distinct(q, frozenset({"consumer"}), "service, consumer, NULL::text", 2, binds),
+        _distinct(q, frozenset({"node", "context"}), "service AS a, node AS b, context AS c", 0, binds, closed),
+        _distinct(q, frozenset({"method", "endpoint"}), "service, method, endpoint", 1, binds, closed),
+        _distinct(q, frozenset({"consumer"}), "service, consumer, NULL::text", 2, binds, closed),
     ]
     return "\nUNION ALL\n".join(parts), binds.values
 
 
 async def dimensions(conn: asyncpg.Connection, q: MetricsQuery) -> dict[str, Any]:
-    sql, args = build_sql(q)
+    sql, args = build_sql(q, await fetch_closed(conn))
     rows = await conn.fetch(sql, *args)
     services: set[str] = set()
     nodes: set[str] = set()

@@ -6,6 +6,7 @@ fixed tables below, never from a request.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -84,13 +85,24 @@ def pick_level(width: timedelta, need: frozenset[str], per_service: bool = True)
 Interval = tuple[datetime, datetime]
 
 
+Closed = Mapping[timedelta, datetime]
+
+
+async def fetch_closed(conn: Any) -> dict[timedelta, datetime]:
+    """How far each coarse width (6 hours, 1 day) is complete: schema/007's malti_rollup_closed."""
+    return {r["width"]: r["closed_until"] for r in await conn.fetch("SELECT width, closed_until FROM malti_rollup_closed")}
+
+
 def plan_sources(start: datetime, stop: datetime, finest: timedelta, need: frozenset[str],
-                 per_service: bool = True) -> list[tuple[Level, list[Interval]]]:
+                 per_service: bool = True, closed: Closed | None = None) -> list[tuple[Level, list[Interval]]]:
     """Cover [start, stop) (aligned to ``finest``) with the coarsest buckets that fit inside it:
     whole days from a 1-day level, then whole 6-hour blocks, whole hours, the rest at ``finest``
-    (each from the cheapest level keeping ``need``)."""
+    (each from the cheapest level keeping ``need``). A 6-hour or 1-day level serves only blocks
+    before its ``closed`` time (schema/007: later blocks are still being filled in finer levels);
+    without ``closed`` none does."""
     widths = [w for w in (DAY, SIX_HOURS, HOUR, FIVE_MINUTES) if w >= finest]
     found: dict[Level, list[Interval]] = {}
+    closed = closed or {}
 
     def cover(lo: datetime, hi: datetime, idx: int) -> None:
         if lo >= hi:
@@ -101,7 +113,8 @@ def plan_sources(start: datetime, stop: datetime, finest: timedelta, need: froze
             assert level is not None  # the full-dimension levels exist at 5 minutes and 1 hour
             found.setdefault(level, []).append((lo, hi))
             return
-        a, b = ceil_time(lo, width), floor_time(hi, width)
+        top = hi if width <= HOUR else min(hi, closed.get(width, lo))
+        a, b = ceil_time(lo, width), floor_time(top, width)
         if level is None or a >= b:
             cover(lo, hi, idx + 1)
             return

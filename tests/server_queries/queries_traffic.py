@@ -62,10 +62,13 @@ def generate(n: int, seed: int = 7) -> dict[str, list]:
 async def load(conn: asyncpg.Connection, cols: dict[str, list], batch: int = 2000, seed: int = 3) -> None:
     """Schema, partitions, then the records in shuffled batches through the ingest SQL. The
     compactor runs every few batches (so folded rows get merged again and again); the last fifth
-    stays pending (both must be visible)."""
+    stays pending (both must be visible). The clock of the compactor moves from T0 to T1 with the
+    batches, so coarse blocks close during the load (schema/007) while shuffled records keep
+    arriving for blocks already closed."""
     await migrate(conn)
     days: set[date] = {t.date() for t in cols["created_at"]}
     await Partitions(True).ensure(conn, days)
+    await conn.execute("UPDATE malti_rollup_closed SET closed_until = date_bin(width, $1, timestamptz '2000-01-01Z')", T0)
     n = len(cols["status"])
     order = np.random.default_rng(seed).permutation(n)
     for i, start in enumerate(range(0, n, batch)):
@@ -79,7 +82,7 @@ async def load(conn: asyncpg.Connection, cols: dict[str, list], batch: int = 200
                      "consumer", "context")]
             await conn.fetchval(STORE_BATCH_SQL, *args, service, None)
         if i % 4 == 3 and start + batch <= n * 0.8:
-            await conn.fetchval("SELECT malti_compact_pending()")
+            await conn.fetchval("SELECT malti_compact_pending($1)", T0 + (T1 - T0) * ((start + batch) / n))
 
 
 # ------------------------------------------------------------------ exact reference answers

@@ -10,7 +10,7 @@ import pytest
 from malti_server import histogram
 from malti_server.queries import packed
 from malti_server.queries.params import (
-    DAY, FIVE_MINUTES, HOUR, MINUTE, QueryError, floor_time, parse_aggregate, parse_requests, parse_time,
+    DAY, FIVE_MINUTES, HOUR, MINUTE, SIX_HOURS, QueryError, floor_time, parse_aggregate, parse_requests, parse_time,
 )
 from malti_server.queries.raw_requests import decode_cursor, encode_cursor
 from malti_server.queries.sql import LEVELS, pick_level, plan_sources
@@ -89,12 +89,19 @@ def test_cursor_round_trip():
 @pytest.mark.parametrize("need", [frozenset(), frozenset({"consumer"}), frozenset({"node", "endpoint"}),
                                   frozenset({"method", "endpoint", "consumer"})])
 @pytest.mark.parametrize("per_service", [True, False])
-def test_planned_sources_tile_the_range_exactly(start, stop, finest, need, per_service):
+@pytest.mark.parametrize("closed_at", [None, "2026-11-02T06:00:00", "2030-01-01T00:00:00"])
+def test_planned_sources_tile_the_range_exactly(start, stop, finest, need, per_service, closed_at):
     a = datetime.fromisoformat(start).replace(tzinfo=UTC)
     b = datetime.fromisoformat(stop).replace(tzinfo=UTC)
+    closed = None
+    if closed_at:
+        c = datetime.fromisoformat(closed_at).replace(tzinfo=UTC)
+        closed = {SIX_HOURS: c, DAY: floor_time(c, DAY)}
     covered = []
-    for level, intervals in plan_sources(a, b, finest, need, per_service):
+    for level, intervals in plan_sources(a, b, finest, need, per_service, closed):
         assert need <= level.dims and (level.per_service or not per_service)
+        if level.width > HOUR:  # coarse levels only for closed blocks (schema/007)
+            assert closed is not None and all(hi <= closed[level.width] for _, hi in intervals)
         for lo, hi in intervals:
             assert lo < hi and floor_time(lo, level.width) == lo and floor_time(hi, level.width) == hi
             covered.append((lo, hi))
@@ -158,3 +165,16 @@ def test_packed_merge_and_quantiles_match_the_reference_histogram():
     assert packed.merge_blobs([None, b""]).shape == (2, packed.N_KEYS)
     big = packed.merge_blobs([_pack([500, 7], [3_000_000, 1])])
     assert big[0, 500] == 3_000_000 and big[0, 7] == 1
+
+
+def test_coarse_levels_serve_closed_blocks_only():
+    a = datetime(2026, 11, 1, 3, tzinfo=UTC)
+    b = datetime(2026, 11, 8, 5, tzinfo=UTC)
+    closed = {SIX_HOURS: datetime(2026, 11, 6, 12, tzinfo=UTC), DAY: datetime(2026, 11, 6, tzinfo=UTC)}
+    need = frozenset({"endpoint"})  # the ep family has 1-hour, 6-hour and 1-day levels
+    plan = {level.width: intervals for level, intervals in plan_sources(a, b, HOUR, need, closed=closed)}
+    t = lambda d, h=0: datetime(2026, 11, d, h, tzinfo=UTC)  # noqa: E731
+    assert plan[DAY] == [(t(2), t(6))]
+    assert plan[SIX_HOURS] == [(t(1, 6), t(2)), (t(6), t(6, 12))]
+    assert plan[HOUR] == [(t(1, 3), t(1, 6)), (t(6, 12), b)]
+    assert {lv.width for lv, _ in plan_sources(a, b, HOUR, need)} == {HOUR}  # nothing closed yet
