@@ -260,7 +260,15 @@ class _LeanHttp:
                 length = _MAX_ANSWER_BYTES
             body = await reader.readexactly(length)
         else:  # delimited by the end of the connection
-            body = await reader.read(_MAX_ANSWER_BYTES)
+            pieces = []
+            size_read = 0
+            while size_read < _MAX_ANSWER_BYTES:
+                piece = await reader.read(65536)
+                if not piece:
+                    break
+                pieces.append(piece)
+                size_read += len(piece)
+            body = b"".join(pieces)
             keep_alive = False
         if not keep_alive:
             self.close()
