@@ -132,13 +132,14 @@ class RecordEncoder:
         head = self._head
         parts = []
         append = parts.append
+        last_second = None
+        tail = ""
         for method, endpoint, status, response_time, consumer, context, created in rows:
-            key = (method, endpoint, status, consumer, context)
-            prefix = prefixes.get(key)
+            prefix = prefixes.get((method, endpoint, status, consumer, context))
             if prefix is None:
                 if len(prefixes) >= self._PREFIX_LIMIT:
                     prefixes.clear()  # bounded: high-cardinality consumers must not grow memory
-                prefix = prefixes[key] = (
+                prefix = prefixes[(method, endpoint, status, consumer, context)] = (
                     '%s%s,"endpoint":%s,"status":%d,"consumer":%s,"context":%s,"response_time":'
                     % (
                         head,
@@ -150,13 +151,19 @@ class RecordEncoder:
                     )
                 )
             second = int(created)
-            text = seconds.get(second)
-            if text is None:
-                if len(seconds) > 4096:
-                    seconds.clear()
-                text = seconds[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            append('%s%.3f,"created_at":"%s.%06dZ"}' % (prefix, response_time, text, (created - second) * 1e6))
-        return ",".join(parts)
+            if second != last_second:  # rows come mostly in time order: one lookup per second
+                last_second = second
+                tail = seconds.get(second)
+                if tail is None:
+                    if len(seconds) > 4096:
+                        seconds.clear()
+                    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+                    tail = seconds[second] = '%.3f,"created_at":"' + stamp + '.%06dZ"},'
+            append(prefix)
+            append(tail % (response_time, (created - second) * 1e6))
+        if parts:
+            parts[-1] = parts[-1][:-1]  # no comma after the last record
+        return "".join(parts)
 
     def encode_body(self, rows: Sequence[Row], service: str, node: str | None) -> bytes:
         """The complete JSON body ``{"requests": [...]}``, in one go (for small batches and tests)."""
