@@ -6,7 +6,10 @@ rollup level that keeps the dimensions it groups or filters by (schema/003), who
 SQL sums the exact counts and concatenates the packed 2xx latency histograms per result group;
 numpy merges them and reads p50/p95/p99 (within the histogram's 1 % bound of percentile_cont).
 
-Raw path (1-minute resolution, at most 24 hours): exact figures with percentile_cont on the raw rows.
+Raw path (1-minute resolution, at most 24 hours): exact figures from the raw rows. SQL counts and
+collects each group's 2xx response times (array_agg, sent as binary arrays); numpy sorts them and
+interpolates p50/p95/p99 exactly as percentile_cont does, which is several times faster than
+percentile_cont's per-group sorts inside PostgreSQL.
 
 Semantics kept from the original Malti: latency figures count only 2xx responses; an error is a
 status >= 400 other than 401; error rates are percent. Buckets cover the whole range, aligned to
@@ -56,9 +59,8 @@ _RAW_AGG = f"""count(*)::bigint AS n,
        sum(response_time) FILTER (WHERE {_IS_2XX}) AS s2,
        min(response_time) FILTER (WHERE {_IS_2XX}) AS lo2,
        max(response_time) FILTER (WHERE {_IS_2XX}) AS hi2,
-       NULL::bytea AS blob,
-       percentile_cont(ARRAY[{', '.join(map(str, QS))}]::float8[]) WITHIN GROUP (ORDER BY response_time)
-           FILTER (WHERE {_IS_2XX}) AS q"""
+       array_send(array_agg(response_time) FILTER (WHERE {_IS_2XX})) AS blob,
+       NULL::float8[] AS q"""
 
 
 def _section(sec: int, keys: str, agg: str, source: str, group: str, order_limit: str = "") -> str:
@@ -119,19 +121,22 @@ def build_raw_sql(q: MetricsQuery) -> tuple[str, list[Any]]:
     binds = Binds()
     conds = [time_condition("created_at", [(q.first_bucket, q.stop)], binds)]
     conds += filter_conditions(q.filters, binds)
-    node_conds = [time_condition("created_at", [(q.first_bucket, q.stop)], binds)]
-    node_conds += filter_conditions(q.filters, binds, service_only=True)
     width = binds(q.step, "::interval")
     origin = binds(datetime(2000, 1, 1, tzinfo=UTC), "::timestamptz")
     base = (
         "WITH base AS MATERIALIZED (SELECT created_at, service, node, method, endpoint, consumer, context,"
         " status, response_time FROM requests WHERE " + " AND ".join(conds) + ")\n"
     )
+    # no summary section: the time series' buckets cover the same rows (assemble merges them);
+    # distinct nodes ignore every filter but the service, so they read `base` when that is all
+    nodes_src = "base"
+    if q.filters.dims():
+        node_conds = [time_condition("created_at", [(q.first_bucket, q.stop)], binds)]
+        node_conds += filter_conditions(q.filters, binds, service_only=True)
+        nodes_src = "(SELECT node, context FROM requests WHERE " + " AND ".join(node_conds) + ") AS src"
     sections = [
-        _section(SEC_SUMMARY, "NULL::timestamptz AS bucket, NULL::text AS g1, NULL::text AS g2, NULL::text AS g3, NULL::int AS status",
-                 _RAW_AGG, "base", ""),
-        _section(SEC_TS, f"date_bin({width}, created_at, {origin}), NULL::text, NULL::text, NULL::text, NULL::int",
-                 _RAW_AGG, "base", "2"),
+        _section(SEC_TS, f"date_bin({width}, created_at, {origin}) AS bucket, NULL::text AS g1, NULL::text AS g2,"
+                 " NULL::text AS g3, NULL::int AS status", _RAW_AGG, "base", "2"),
         _section(SEC_ENDPOINTS, "NULL::timestamptz, service, method, endpoint, NULL::int", _RAW_AGG, "base",
                  "service, method, endpoint", f"ORDER BY n DESC, service, method, endpoint LIMIT {TOP_N}\n"),
         _section(SEC_CONSUMERS, "NULL::timestamptz, consumer, NULL::text, NULL::text, NULL::int", _RAW_AGG, "base",
@@ -140,8 +145,7 @@ def build_raw_sql(q: MetricsQuery) -> tuple[str, list[Any]]:
                  _RAW_COUNTS_AGG, "base", "service, status"),
         _section(SEC_NODES, "NULL::timestamptz, node, context, NULL::text, NULL::int",
                  "0::bigint, 0::bigint, 0::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::bytea, NULL::float8[]",
-                 "(SELECT node, context FROM requests WHERE " + " AND ".join(node_conds) + ") AS src",
-                 "node, context"),
+                 nodes_src, "node, context"),
     ]
     return base + "\nUNION ALL\n".join(sections), binds.values
 
@@ -204,10 +208,41 @@ class _Group:
         return out
 
 
-def _groups(rows: list[asyncpg.Record]) -> tuple[list[_Group], np.ndarray | None]:
-    """Groups of one section; for rollup rows also their dense merged histograms."""
+_RAW_VALUES = np.dtype([("len", ">i4"), ("v", ">f8")])
+
+
+def _raw_values(blob: bytes | None) -> np.ndarray:
+    """The values of an array_send'ed float8[]: a 1-dimensional array's 20-byte header, then
+    a 4-byte length and an 8-byte big-endian value per element."""
+    if not blob:
+        return np.zeros(0)
+    return np.frombuffer(blob, dtype=_RAW_VALUES, offset=20)["v"].astype(np.float64)
+
+
+def _exact_quantiles(values: np.ndarray) -> list[float | None]:
+    """percentile_cont of ``values``, interpolated the way PostgreSQL does: lo + (hi - lo) *
+    fraction between the two order statistics around q*(n-1)."""
+    if not values.size:
+        return [None] * len(QS)
+    v = np.sort(values)
+    out: list[float | None] = []
+    for q in QS:
+        pos = q * (v.size - 1)
+        i0 = math.floor(pos)
+        i1 = math.ceil(pos)
+        lo, hi = float(v[i0]), float(v[i1])
+        out.append(lo + (hi - lo) * (pos - i0))
+    return out
+
+
+def _groups(rows: list[asyncpg.Record], raw: bool = False) -> tuple[list[_Group], np.ndarray | None]:
+    """Groups of one section; for rollup rows also their dense merged histograms. ``raw``: the
+    rows carry every 2xx response time (1-minute resolution), so quantiles are exact."""
     if not rows:
         return [], None
+    if raw:
+        return [_Group(r["n"], r["err"], r["n2"], _f(r["s2"]), _f(r["lo2"]), _f(r["hi2"]),
+                       _exact_quantiles(_raw_values(r["blob"]))) for r in rows], None
     if rows[0]["q"] is not None or all(r["blob"] is None for r in rows):
         out = []
         for r in rows:
@@ -231,26 +266,25 @@ def assemble(q: MetricsQuery, rows: list[asyncpg.Record], now: datetime) -> dict
         by_sec[r["sec"]].append(r)
 
     ts_rows = by_sec[SEC_TS]
-    ts_groups, ts_dense = _groups(ts_rows)
+    raw = q.step == MINUTE
+    ts_groups, ts_dense = _groups(ts_rows, raw)
     by_bucket = {r["bucket"]: g for r, g in zip(ts_rows, ts_groups)}
 
-    # summary: exact from raw rows, else the merge of every bucket's histogram
-    if q.step == MINUTE:
-        summary = _groups(by_sec[SEC_SUMMARY])[0]
-        total = summary[0] if summary else _Group(0, 0, 0, None, None, None, [None] * 3)
-    else:
-        n = sum(g.n for g in ts_groups)
-        err = sum(g.err for g in ts_groups)
-        n2 = sum(g.n2 for g in ts_groups)
-        s2 = sum(g.s2 for g in ts_groups if g.s2 is not None) if n2 else None
-        los = [g.lo for g in ts_groups if g.n2 and g.lo is not None]
-        his = [g.hi for g in ts_groups if g.n2 and g.hi is not None]
-        lo, hi = (min(los), max(his)) if los else (None, None)
-        qs: list[float | None] = [None] * 3
-        if n2 and ts_dense is not None:
-            est = packed.quantiles(ts_dense.sum(axis=0, keepdims=True), np.array([lo]), np.array([hi]), QS)
-            qs = [_f(x) for x in est[0]]
-        total = _Group(n, err, n2, s2, lo, hi, qs)
+    # summary: the merge of every bucket (their raw values, else their histograms)
+    n = sum(g.n for g in ts_groups)
+    err = sum(g.err for g in ts_groups)
+    n2 = sum(g.n2 for g in ts_groups)
+    s2 = sum(g.s2 for g in ts_groups if g.s2 is not None) if n2 else None
+    los = [g.lo for g in ts_groups if g.n2 and g.lo is not None]
+    his = [g.hi for g in ts_groups if g.n2 and g.hi is not None]
+    lo, hi = (min(los), max(his)) if los else (None, None)
+    qs: list[float | None] = [None] * 3
+    if n2 and raw:
+        qs = _exact_quantiles(np.concatenate([_raw_values(r["blob"]) for r in ts_rows]))
+    elif n2 and ts_dense is not None:
+        est = packed.quantiles(ts_dense.sum(axis=0, keepdims=True), np.array([lo]), np.array([hi]), QS)
+        qs = [_f(x) for x in est[0]]
+    total = _Group(n, err, n2, s2, lo, hi, qs)
 
     time_series = []
     for bucket in q.buckets():
@@ -272,7 +306,7 @@ def assemble(q: MetricsQuery, rows: list[asyncpg.Record], now: datetime) -> dict
     }
 
     ep_rows = by_sec[SEC_ENDPOINTS]
-    ep_groups, _ = _groups(ep_rows)
+    ep_groups, _ = _groups(ep_rows, raw)
     endpoints = [
         {"endpoint": r["g3"], "method": r["g2"], "service": r["g1"], "total_requests": g.n,
          "error_count": g.err, "error_rate": _rate(g.err, g.n), **g.latency(with_min_max=False)}
@@ -281,7 +315,7 @@ def assemble(q: MetricsQuery, rows: list[asyncpg.Record], now: datetime) -> dict
     endpoints.sort(key=lambda e: (-e["total_requests"], e["service"], e["method"], e["endpoint"]))
 
     con_rows = by_sec[SEC_CONSUMERS]
-    con_groups, _ = _groups(con_rows)
+    con_groups, _ = _groups(con_rows, raw)
     consumers = [
         {"consumer": r["g1"], "total_requests": g.n, "error_count": g.err, "error_rate": _rate(g.err, g.n),
          **g.latency(with_min_max=False)}
