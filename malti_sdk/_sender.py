@@ -163,6 +163,8 @@ class _LeanHttp:
         if parts.port is not None:
             host_header += f":{parts.port}"
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if not all(text.isascii() and text.isprintable() and " " not in text for text in (target, host_header)):
+            return None  # needs percent- or IDNA-encoding: httpx does it
         return cls(host, port, target, host_header)
 
     def _static_head(self, api_key: str, gzipped: bool) -> bytes:
