@@ -1,7 +1,8 @@
 """How much the Malti middleware costs an app, side by side with its peers.
 
 Run:  .venv/bin/python benchmarks/sdk_overhead.py            (all parts, ~3 minutes)
-      .venv/bin/python benchmarks/sdk_overhead.py inprocess  (one part: inprocess, delivery, uvicorn, stall, memory)
+      .venv/bin/python benchmarks/sdk_overhead.py inprocess  (one part: inprocess, delivery, uvicorn,
+                                                              uvicorn-plain, stall, memory)
 
 Benchmark-only dependencies (not needed by Malti itself):
     pip install malti-telemetry==1.0.4 starlette-exporter prometheus-fastapi-instrumentator \
@@ -21,7 +22,10 @@ Parts:
    core, the stub ingest server that receives the middleware's records to the other
    (on this VM, 8 requests ping-ponging between two cores leave both mostly idle: the
    figure would be wake-up latency). Every record must reach the stub: it prints
-   records received against requests served, per variant.
+   records received against requests served, per variant. `uvicorn` runs uvicorn's fast
+   stack (httptools + uvloop, as `uvicorn[standard]` and Malti's [server] extra install);
+   `uvicorn-plain` the same on the pure-Python stack of a plain `pip install uvicorn`
+   (h11 + asyncio), where a request costs the server several times more.
 4. stall: the longest gap of a 1 ms ticker while 20,000 buffered records are sent
    (ours and malti-telemetry's).
 5. memory: bytes per buffered record (tracemalloc), records made by real requests.
@@ -457,7 +461,8 @@ def choose_cores() -> tuple[set[int] | None, set[int] | None]:
 
 
 def start_uvicorn(
-    workdir: str, module: str, port: int, env: dict, cpus: set[int] | None = None, log=None
+    workdir: str, module: str, port: int, env: dict, cpus: set[int] | None = None, log=None,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen:
     proc = subprocess.Popen(
         [
@@ -470,6 +475,7 @@ def start_uvicorn(
             "--log-level",
             "warning",
             "--no-access-log",
+            *extra,
         ],
         cwd=workdir,
         env={**os.environ, **env, "PYTHONPATH": f"{workdir}:{ROOT}"},
@@ -501,8 +507,21 @@ def stub_count(port: int) -> int:
     return int(urllib.request.urlopen(f"http://127.0.0.1:{port}/count").read())
 
 
-def part_uvicorn(seconds: float = 4.0, rounds: int = 5) -> None:
-    print(f"\n== end to end under uvicorn (8 in flight, lean keep-alive client, {rounds} rounds x {seconds:.0f} s)")
+UVICORN_STACKS = {
+    # what `pip install uvicorn[standard]` (and Malti's [server] extra) runs: C parser, uvloop
+    "httptools+uvloop": ("--http", "httptools", "--loop", "uvloop"),
+    # what a plain `pip install uvicorn` runs: pure-Python HTTP parser and asyncio's loop
+    "h11+asyncio": ("--http", "h11", "--loop", "asyncio"),
+}
+
+
+def part_uvicorn_plain() -> None:
+    part_uvicorn(stack="h11+asyncio")
+
+
+def part_uvicorn(seconds: float = 4.0, rounds: int = 5, stack: str = "httptools+uvloop") -> None:
+    extra = UVICORN_STACKS[stack]
+    print(f"\n== end to end under uvicorn, {stack} (8 in flight, lean keep-alive client, {rounds} rounds x {seconds:.0f} s)")
     app_cpus, stub_cpus = choose_cores()
     if app_cpus:
         print(
@@ -553,7 +572,7 @@ def part_uvicorn(seconds: float = 4.0, rounds: int = 5) -> None:
                     port = free_port()
                     count_before = stub_count(stub_port)
                     proc = start_uvicorn(
-                        workdir, "bench_app", port, {**env_common, "BENCH_VARIANT": variant}, app_cpus, log
+                        workdir, "bench_app", port, {**env_common, "BENCH_VARIANT": variant}, app_cpus, log, extra
                     )
                     try:
                         warm, bad = run_client(port, 1.0)
@@ -809,6 +828,7 @@ PARTS = {
     "inprocess": part_inprocess,
     "delivery": part_delivery,
     "uvicorn": part_uvicorn,
+    "uvicorn-plain": part_uvicorn_plain,
     "stall": part_stall,
     "memory": part_memory,
 }
