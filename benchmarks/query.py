@@ -245,7 +245,7 @@ async def build(url: str, records: int, now: datetime, complete: bool) -> None:
             log(f"  {table:<18} {n:>11,} rows ({span(recent5 if five else None)}) in {time.perf_counter() - t:.1f} s")
         for name in sources.values():
             await conn.execute(f"DROP TABLE IF EXISTS {name}")
-    # 6-hour and 1-day rows exist only for closed blocks (schema/007); the open ones are read from
+    # 6-hour and 1-day rows exist only for closed blocks (schema/005); the open ones are read from
     # the hourly levels until the server's compactor closes them
     for lv in levels:
         await conn.execute(

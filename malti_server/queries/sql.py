@@ -89,7 +89,7 @@ Closed = Mapping[timedelta, datetime]
 
 
 async def fetch_closed(conn: Any) -> dict[timedelta, datetime]:
-    """How far each coarse width (6 hours, 1 day) is complete: schema/007's malti_rollup_closed."""
+    """How far each coarse width (6 hours, 1 day) is complete: schema/005's malti_rollup_closed."""
     return {r["width"]: r["closed_until"] for r in await conn.fetch("SELECT width, closed_until FROM malti_rollup_closed")}
 
 
@@ -98,7 +98,7 @@ def plan_sources(start: datetime, stop: datetime, finest: timedelta, need: froze
     """Cover [start, stop) (aligned to ``finest``) with the coarsest buckets that fit inside it:
     whole days from a 1-day level, then whole 6-hour blocks, whole hours, the rest at ``finest``
     (each from the cheapest level keeping ``need``). A 6-hour or 1-day level serves only blocks
-    before its ``closed`` time (schema/007: later blocks are still being filled in finer levels);
+    before its ``closed`` time (schema/005: later blocks are still being filled in finer levels);
     without ``closed`` none does."""
     widths = [w for w in (DAY, SIX_HOURS, HOUR, FIVE_MINUTES) if w >= finest]
     found: dict[Level, list[Interval]] = {}

@@ -63,7 +63,7 @@ async def load(conn: asyncpg.Connection, cols: dict[str, list], batch: int = 200
     """Schema, partitions, then the records in shuffled batches through the ingest SQL. The
     compactor runs every few batches (so folded rows get merged again and again); the last fifth
     stays pending (both must be visible). The clock of the compactor moves from T0 to T1 with the
-    batches, so coarse blocks close during the load (schema/007) while shuffled records keep
+    batches, so coarse blocks close during the load (schema/005) while shuffled records keep
     arriving for blocks already closed."""
     await migrate(conn)
     days: set[date] = {t.date() for t in cols["created_at"]}

@@ -250,7 +250,7 @@ async def test_merged_histograms_beat_the_original_max_of_group_p95s(traffic_db:
 
 async def test_every_level_counts_every_record_once(traffic_db: str) -> None:
     """Each rollup level (through its read view) holds every record exactly once, coarse levels up
-    to their closed_until (schema/007); the load closed blocks while records kept arriving late."""
+    to their closed_until (schema/005); the load closed blocks while records kept arriving late."""
     conn = await asyncpg.connect(traffic_db, server_settings={"timezone": "UTC"})
     try:
         closed = {r["width"]: r["closed_until"] for r in await conn.fetch("SELECT * FROM malti_rollup_closed")}

@@ -100,7 +100,7 @@ def test_planned_sources_tile_the_range_exactly(start, stop, finest, need, per_s
     covered = []
     for level, intervals in plan_sources(a, b, finest, need, per_service, closed):
         assert need <= level.dims and (level.per_service or not per_service)
-        if level.width > HOUR:  # coarse levels only for closed blocks (schema/007)
+        if level.width > HOUR:  # coarse levels only for closed blocks (schema/005)
             assert closed is not None and all(hi <= closed[level.width] for _, hi in intervals)
         for lo, hi in intervals:
             assert lo < hi and floor_time(lo, level.width) == lo and floor_time(hi, level.width) == hi

@@ -1,24 +1,105 @@
--- 6-hour and 1-day levels are written once per block, when the block closes.
+-- Rollup levels for dashboards filtered by node or context, and 6-hour and 1-day levels
+-- written once per block.
 --
--- Until now every fold (every two seconds) upserted the new records into all of a family's
--- levels, so a busy group's 6-hour and daily rows were rewritten, and their histograms merged,
--- thousands of times a day: about a third of the whole fold. Now:
+-- 1. Node and context. With a node or context filter, the endpoints and consumers sections of a
+--    dashboard need those dimensions together with (method, endpoint) or consumer. Before this
+--    migration only the full-dimension levels of 001 kept them, so a week filtered by one node
+--    read millions of rows. Two more families of 003's coarse levels keep them, at 1 hour,
+--    6 hours and 1 day:
 --
--- * malti_rollup_closed holds, per coarse width (6 hours, 1 day), the time up to which that
---   width's tables are complete ("closed_until", a block boundary).
--- * The fold writes 5-minute and 1-hour levels as before, and coarse levels only for records
---   older than closed_until (late arrivals into a block already closed).
--- * After folding, the compactor closes every block that ended before its argument `upto`
---   (default: two minutes ago): it sums the family's next finer level (1 hour for 6 hours; 6 hours,
---   else 1 hour, for 1 day) over the new blocks into the coarse table, then moves closed_until.
---   Both happen in the fold's transaction, under its advisory lock.
--- * Queries read a coarse level only for blocks before its closed_until
---   (malti_server/queries/sql.py plan_sources); the rest of a range comes from finer levels.
---   A record is therefore counted once: in the finer level until its block closes, then in
---   the coarse one as well, which queries read instead for that block.
+--      ncep   service, node, context, method, endpoint     1h, 6h, 1d
+--      nccon  service, node, context, consumer             1h, 6h, 1d
 --
--- Existing coarse rows of still-open blocks were partial; they are deleted here and rebuilt
--- from the hourly rows when their block closes.
+--    The dimensions each family keeps move from CASE expressions in 003's functions into a
+--    table, malti_rollup_families, which the fold below reads. Tables, indexes and read views of
+--    the new levels are built exactly as 003 builds its own (same columns, same packed histogram).
+--
+-- 2. Closed blocks. Until now every fold (every two seconds) upserted the new records into all of
+--    a family's levels, so a busy group's 6-hour and daily rows were rewritten, and their
+--    histograms merged, thousands of times a day: about a third of the whole fold. Now:
+--
+--    * malti_rollup_closed holds, per coarse width (6 hours, 1 day), the time up to which that
+--      width's tables are complete ("closed_until", a block boundary).
+--    * The fold writes 5-minute and 1-hour levels as before, and coarse levels only for records
+--      older than closed_until (late arrivals into a block already closed).
+--    * After folding, the compactor closes every block that ended before its argument `upto`
+--      (default: two minutes ago): it sums the family's next finer level (1 hour for 6 hours;
+--      6 hours, else 1 hour, for 1 day) over the new blocks into the coarse table, then moves
+--      closed_until. Both happen in the fold's transaction, under its advisory lock.
+--    * Queries read a coarse level only for blocks before its closed_until
+--      (malti_server/queries/sql.py plan_sources); the rest of a range comes from finer levels.
+--      A record is therefore counted once: in the finer level until its block closes, then in
+--      the coarse one as well, which queries read instead for that block.
+--
+--    Existing coarse rows of still-open blocks were partial; they are deleted here and rebuilt
+--    from the hourly rows when their block closes.
+
+CREATE TABLE malti_rollup_families (
+    family text PRIMARY KEY,
+    dims   text[] NOT NULL  -- subset of {service, node, method, endpoint, consumer, context}
+);
+INSERT INTO malti_rollup_families VALUES
+    ('all', '{}'),
+    ('svc', '{service}'),
+    ('ep', '{service,method,endpoint}'),
+    ('con', '{service,consumer}'),
+    ('acon', '{consumer}'),
+    ('epcon', '{service,method,endpoint,consumer}'),
+    ('nc', '{service,node,context}'),
+    ('ncep', '{service,node,context,method,endpoint}'),
+    ('nccon', '{service,node,context,consumer}');
+
+INSERT INTO malti_rollup_levels VALUES
+    ('rollup_ncep_1h', '1 hour', 'ncep'), ('rollup_ncep_6h', '6 hours', 'ncep'), ('rollup_ncep_1d', '1 day', 'ncep'),
+    ('rollup_nccon_1h', '1 hour', 'nccon'), ('rollup_nccon_6h', '6 hours', 'nccon'),
+    ('rollup_nccon_1d', '1 day', 'nccon');
+
+ALTER TABLE malti_rollup_levels
+    ADD CONSTRAINT malti_rollup_levels_family FOREIGN KEY (dims) REFERENCES malti_rollup_families (family);
+
+-- Table, indexes and read view of one new level (the layout of 003's levels).
+DO $$
+DECLARE
+    v record;
+    col text;
+    proj text[];
+BEGIN
+    FOR v IN SELECT l.name, l.width::text AS width, f.dims
+             FROM malti_rollup_levels AS l JOIN malti_rollup_families AS f ON f.family = l.dims
+             WHERE l.dims IN ('ncep', 'nccon') ORDER BY l.name
+    LOOP
+        EXECUTE format('CREATE TABLE %I (LIKE rollup_nc_1h INCLUDING GENERATED INCLUDING STORAGE)', v.name);
+        EXECUTE format('ALTER TABLE %I SET (toast_tuple_target = 8160)', v.name);
+        EXECUTE format('CREATE UNIQUE INDEX %I ON %I (bucket, service, node, context, consumer, method, endpoint)'
+                       ' NULLS NOT DISTINCT', v.name || '_key', v.name);
+        proj := '{}';
+        FOREACH col IN ARRAY ARRAY['service', 'node', 'method', 'endpoint', 'consumer', 'context'] LOOP
+            proj := proj || CASE
+                WHEN col = ANY(v.dims) THEN col
+                WHEN col IN ('node', 'context') THEN 'NULL::text'
+                ELSE '''''::text' END;
+        END LOOP;
+        EXECUTE format($q$
+            CREATE VIEW %1$I AS
+                SELECT bucket, service, node, method, endpoint, consumer, context,
+                       n, err, n2, s2, lo2, hi2, st_codes, st_counts, hist
+                FROM %2$I
+                UNION ALL
+                SELECT date_bin(%3$L::interval, bucket, timestamptz '2000-01-01 00:00:00+00'),
+                       %4$s, %5$s, %6$s, %7$s, %8$s, %9$s,
+                       n,
+                       CASE WHEN status >= 400 AND status <> 401 THEN n ELSE 0 END,
+                       CASE WHEN status BETWEEN 200 AND 299 THEN n ELSE 0 END,
+                       CASE WHEN status BETWEEN 200 AND 299 THEN sum_ms END,
+                       CASE WHEN status BETWEEN 200 AND 299 THEN min_ms END,
+                       CASE WHEN status BETWEEN 200 AND 299 THEN max_ms END,
+                       ARRAY[status], ARRAY[n::integer],
+                       CASE WHEN status BETWEEN 200 AND 299 THEN malti_pack_small(lat_keys, lat_counts) END
+                FROM rollup_pending
+        $q$, v.name || '_all', v.name, v.width, proj[1], proj[2], proj[3], proj[4], proj[5], proj[6]);
+    END LOOP;
+END
+$$;
 
 CREATE TABLE malti_rollup_closed (
     width        interval PRIMARY KEY,
