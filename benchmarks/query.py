@@ -543,14 +543,12 @@ def main() -> None:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-        if url is None:
-            pass
-        elif not keep:
+        if url is not None and not keep:
             try:
                 asyncio.run(drop_db(admin, url))
             except Exception as exc:  # noqa: BLE001 - best effort cleanup
                 log(f"could not drop {url}: {exc}")
-        else:
+        elif url is not None:
             log(f"kept database {url}")
         if cleanup:
             cleanup()

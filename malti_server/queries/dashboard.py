@@ -33,7 +33,7 @@ QS = (0.5, 0.95, 0.99)
 TOP_N = 100  # entries in `endpoints` and `consumers`
 WORK_MEM = "64MB"
 
-SEC_SUMMARY, SEC_TS, SEC_ENDPOINTS, SEC_CONSUMERS, SEC_STATUS, SEC_NODES = range(6)
+SEC_TS, SEC_ENDPOINTS, SEC_CONSUMERS, SEC_STATUS, SEC_NODES = range(5)
 
 _IS_2XX = "status BETWEEN 200 AND 299"
 _IS_ERROR = "status >= 400 AND status <> 401"
@@ -44,14 +44,13 @@ _ROLLUP_AGG = """sum(n)::bigint AS n,
        sum(s2) AS s2,
        min(lo2) AS lo2,
        max(hi2) AS hi2,
-       string_agg(hist, ''::bytea) AS blob,
-       NULL::float8[] AS q"""
+       string_agg(hist, ''::bytea) AS blob"""
 
-_COUNTS_AGG = """sum(c)::bigint, 0::bigint, 0::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::bytea,
-       NULL::float8[]"""
-
-_RAW_COUNTS_AGG = """count(*)::bigint, 0::bigint, 0::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::bytea,
-       NULL::float8[]"""
+# sections without latency figures: a count, then empty columns for the rest
+_NO_LATENCY = "0::bigint, 0::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::bytea"
+_COUNTS_AGG = "sum(c)::bigint, " + _NO_LATENCY
+_RAW_COUNTS_AGG = "count(*)::bigint, " + _NO_LATENCY
+_NO_COUNTS = "0::bigint, " + _NO_LATENCY
 
 _RAW_AGG = f"""count(*)::bigint AS n,
        count(*) FILTER (WHERE {_IS_ERROR})::bigint AS err,
@@ -59,8 +58,7 @@ _RAW_AGG = f"""count(*)::bigint AS n,
        sum(response_time) FILTER (WHERE {_IS_2XX}) AS s2,
        min(response_time) FILTER (WHERE {_IS_2XX}) AS lo2,
        max(response_time) FILTER (WHERE {_IS_2XX}) AS hi2,
-       array_send(array_agg(response_time) FILTER (WHERE {_IS_2XX})) AS blob,
-       NULL::float8[] AS q"""
+       array_send(array_agg(response_time) FILTER (WHERE {_IS_2XX})) AS blob"""
 
 
 def _section(sec: int, keys: str, agg: str, source: str, group: str, order_limit: str = "") -> str:
@@ -109,7 +107,7 @@ def build_rollup_sql(q: MetricsQuery, closed: Closed) -> tuple[str, list[Any]]:
                  _rollup_source(q, a, b, step, f, binds, closed) + ", unnest(st_codes, st_counts) AS st(code, c)",
                  "service, code"),
         _section(SEC_NODES, "NULL::timestamptz, node, context, NULL::text, NULL::int",
-                 "0::bigint, 0::bigint, 0::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::bytea, NULL::float8[]",
+                 _NO_COUNTS,
                  _rollup_source(q, floor_time(a, HOUR), ceil_time(b, HOUR), HOUR,
                                 frozenset({"node", "context"}), binds, closed, service_only=True),
                  "node, context"),
@@ -144,7 +142,7 @@ def build_raw_sql(q: MetricsQuery) -> tuple[str, list[Any]]:
         _section(SEC_STATUS, "NULL::timestamptz, service, NULL::text, NULL::text, status::int",
                  _RAW_COUNTS_AGG, "base", "service, status"),
         _section(SEC_NODES, "NULL::timestamptz, node, context, NULL::text, NULL::int",
-                 "0::bigint, 0::bigint, 0::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::bytea, NULL::float8[]",
+                 _NO_COUNTS,
                  nodes_src, "node, context"),
     ]
     return base + "\nUNION ALL\n".join(sections), binds.values
@@ -243,12 +241,9 @@ def _groups(rows: list[asyncpg.Record], raw: bool = False) -> tuple[list[_Group]
     if raw:
         return [_Group(r["n"], r["err"], r["n2"], _f(r["s2"]), _f(r["lo2"]), _f(r["hi2"]),
                        _exact_quantiles(_raw_values(r["blob"]))) for r in rows], None
-    if rows[0]["q"] is not None or all(r["blob"] is None for r in rows):
-        out = []
-        for r in rows:
-            qs = list(r["q"]) if r["q"] is not None else [None, None, None]
-            out.append(_Group(r["n"], r["err"], r["n2"], _f(r["s2"]), _f(r["lo2"]), _f(r["hi2"]), [_f(x) for x in qs]))
-        return out, None
+    if all(r["blob"] is None for r in rows):  # no 2xx response in any group
+        return [_Group(r["n"], r["err"], r["n2"], _f(r["s2"]), _f(r["lo2"]), _f(r["hi2"]), [None] * len(QS))
+                for r in rows], None
     dense = packed.merge_blobs([r["blob"] for r in rows])
     lo = np.array([np.nan if r["lo2"] is None else r["lo2"] for r in rows], dtype=np.float64)
     hi = np.array([np.nan if r["hi2"] is None else r["hi2"] for r in rows], dtype=np.float64)
@@ -261,7 +256,7 @@ def _groups(rows: list[asyncpg.Record], raw: bool = False) -> tuple[list[_Group]
 
 
 def assemble(q: MetricsQuery, rows: list[asyncpg.Record], now: datetime) -> dict[str, Any]:
-    by_sec: dict[int, list[asyncpg.Record]] = {s: [] for s in range(6)}
+    by_sec: dict[int, list[asyncpg.Record]] = {s: [] for s in range(SEC_NODES + 1)}
     for r in rows:
         by_sec[r["sec"]].append(r)
 
