@@ -1,8 +1,9 @@
 """How much the Malti middleware costs an app, side by side with its peers.
 
-Run:  .venv/bin/python benchmarks/sdk_overhead.py            (all parts, ~3 minutes)
+Run:  .venv/bin/python benchmarks/sdk_overhead.py            (all parts, ~17 minutes)
       .venv/bin/python benchmarks/sdk_overhead.py inprocess  (one part: inprocess, delivery, uvicorn,
-                                                              uvicorn-plain, stall, memory)
+                                                              uvicorn-plain, uvicorn-fastapi,
+                                                              uvicorn-fastapi-plain, stall, memory)
 
 Benchmark-only dependencies (not needed by Malti itself):
     pip install malti-telemetry==1.0.4 starlette-exporter prometheus-fastapi-instrumentator \
@@ -25,7 +26,11 @@ Parts:
    records received against requests served, per variant. `uvicorn` runs uvicorn's fast
    stack (httptools + uvloop, as `uvicorn[standard]` and Malti's [server] extra install);
    `uvicorn-plain` the same on the pure-Python stack of a plain `pip install uvicorn`
-   (h11 + asyncio), where a request costs the server several times more.
+   (h11 + asyncio), where a request costs the server several times more; `uvicorn-fastapi`
+   and `uvicorn-fastapi-plain` the same with a minimal FastAPI app (a JSON answer). Two
+   reference middlewares run beside ours, to show the floor on each stack: `pass-through`
+   (an empty pure-ASGI layer) and `observer` (a layer that only wraps send to see the
+   status and the end of the response, as any request telemetry must).
 4. stall: the longest gap of a 1 ms ticker while 20,000 buffered records are sent
    (ours and malti-telemetry's).
 5. memory: bytes per buffered record (tracemalloc), records made by real requests.
@@ -317,14 +322,60 @@ STUB_INGEST = textwrap.dedent(
 APP_MODULE = textwrap.dedent(
     """
     import os, logging
+    from time import perf_counter
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
-    async def user(request):
-        return PlainTextResponse("ok")
+    if os.environ.get("BENCH_APP") == "fastapi":
+        from fastapi import FastAPI
 
-    app = Starlette(routes=[Route("/users/{user_id}", user)])
+        app = FastAPI()
+
+        @app.get("/users/{user_id}")
+        async def get_user(user_id: int):
+            return {"id": user_id, "name": "user"}
+    else:
+        async def user(request):
+            return PlainTextResponse("ok")
+
+        app = Starlette(routes=[Route("/users/{user_id}", user)])
+
+
+    class PassThrough:
+        # reference: the cheapest pure-ASGI middleware there is (calls the app, nothing else)
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            await self.app(scope, receive, send)
+
+
+    class SendObserver:
+        # reference: the least any request-telemetry middleware must do (see the status and
+        # the end of the response through a wrapped send), recording and shipping nothing
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.app(scope, receive, send)
+            start = perf_counter()
+            status = 0
+            end = 0.0
+
+            def observe(message):
+                nonlocal status, end
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                elif not message.get("more_body"):
+                    end = perf_counter()
+                return send(message)
+
+            await self.app(scope, receive, observe)
+            return status, end - start
+
+
     variant = os.environ["BENCH_VARIANT"]
     if variant == "ours":
         from malti_sdk import MaltiMiddleware
@@ -333,6 +384,10 @@ APP_MODULE = textwrap.dedent(
         import malti_telemetry
         logging.getLogger().setLevel(logging.WARNING)
         app.add_middleware(malti_telemetry.MaltiMiddleware)
+    elif variant == "pass-through":
+        app.add_middleware(PassThrough)
+    elif variant == "observer":
+        app.add_middleware(SendObserver)
     """
 )
 
@@ -519,9 +574,26 @@ def part_uvicorn_plain() -> None:
     part_uvicorn(stack="h11+asyncio")
 
 
-def part_uvicorn(seconds: float = 4.0, rounds: int = 5, stack: str = "httptools+uvloop") -> None:
+def part_uvicorn_fastapi() -> None:
+    part_uvicorn(app="fastapi")
+
+
+def part_uvicorn_fastapi_plain() -> None:
+    part_uvicorn(stack="h11+asyncio", app="fastapi")
+
+
+#: reference middlewares run beside ours (see APP_MODULE): the floor of any pure-ASGI layer,
+#: and of any layer that must see each response's status and end
+REFERENCE_VARIANTS = ["pass-through", "observer"]
+
+
+def part_uvicorn(seconds: float = 4.0, rounds: int = 5, stack: str = "httptools+uvloop", app: str = "starlette") -> None:
     extra = UVICORN_STACKS[stack]
-    print(f"\n== end to end under uvicorn, {stack} (8 in flight, lean keep-alive client, {rounds} rounds x {seconds:.0f} s)")
+    app_text = "a minimal Starlette app" if app == "starlette" else "a minimal FastAPI app (JSON response)"
+    print(
+        f"\n== end to end under uvicorn, {stack}, {app_text} (8 in flight, lean keep-alive client,"
+        f" {rounds} rounds x {seconds:.0f} s)"
+    )
     app_cpus, stub_cpus = choose_cores()
     if app_cpus:
         print(
@@ -542,8 +614,9 @@ def part_uvicorn(seconds: float = 4.0, rounds: int = 5, stack: str = "httptools+
                 "MALTI_API_KEY": "bench",
                 "MALTI_URL": f"http://127.0.0.1:{stub_port}",
                 "MALTI_SERVICE_NAME": "bench",
+                "BENCH_APP": app,
             }
-            variants = ["bare", "ours"]
+            variants = ["bare", *REFERENCE_VARIANTS, "ours"]
             try:
                 import malti_telemetry  # noqa: F401
 
@@ -592,14 +665,27 @@ def part_uvicorn(seconds: float = 4.0, rounds: int = 5, stack: str = "httptools+
             for variant in variants:
                 r, c = statistics.median(rps[variant]), statistics.median(cpu[variant])
                 print(
-                    f"  {variant:10} {r:7.0f} req/s (ratio to bare {r / bare_rps:5.3f})   "
+                    f"  {variant:12} {r:7.0f} req/s (ratio to bare {r / bare_rps:5.3f})   "
                     f"server CPU {c:6.1f} µs/req (bare/this {bare_cpu / c:5.3f})   req/s rounds: "
                     + ", ".join(f"{x:.0f}" for x in rps[variant])
                 )
-            for variant in variants[1:]:
+            if "original" in variants:
+                ours_cost = 1 / statistics.median(rps["ours"]) - 1 / bare_rps
+                original_cost = 1 / statistics.median(rps["original"]) - 1 / bare_rps
+                print(
+                    f"  ours adds {ours_cost * 1e6:.1f} µs per request end to end, malti-telemetry"
+                    f" {original_cost * 1e6:.1f}: ours is {ours_cost / original_cost:.2f} of malti-telemetry's"
+                )
+            print(
+                "  (pass-through: an empty pure-ASGI middleware; observer: one that only wraps send to see"
+                " the status and the end of the response; neither records anything)"
+            )
+            for variant in ("ours", "original"):
+                if variant not in variants:
+                    continue
                 check = "ok" if delivered[variant] == sent[variant] else "MISMATCH"
                 print(
-                    f"  {variant:10} records received by the stub ingest server: {delivered[variant]} "
+                    f"  {variant:12} records received by the stub ingest server: {delivered[variant]} "
                     f"of {sent[variant]} requests served ({check})"
                 )
             if not_ok:
@@ -829,6 +915,8 @@ PARTS = {
     "delivery": part_delivery,
     "uvicorn": part_uvicorn,
     "uvicorn-plain": part_uvicorn_plain,
+    "uvicorn-fastapi": part_uvicorn_fastapi,
+    "uvicorn-fastapi-plain": part_uvicorn_fastapi_plain,
     "stall": part_stall,
     "memory": part_memory,
 }
