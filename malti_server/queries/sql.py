@@ -35,6 +35,8 @@ LEVELS: dict[timedelta, list[Level]] = {
     FIVE_MINUTES: [
         Level("rollup_all_5min_all", FIVE_MINUTES, frozenset(), per_service=False),
         _level("rollup_svc_5min_all", FIVE_MINUTES),
+        Level("rollup_anc_5min_all", FIVE_MINUTES, frozenset({"node", "context"}), per_service=False),
+        _level("rollup_nc_5min_all", FIVE_MINUTES, "node", "context"),
         Level("rollup_acon_5min_all", FIVE_MINUTES, frozenset({"consumer"}), per_service=False),
         _level("rollup_con_5min_all", FIVE_MINUTES, "consumer"),
         _level("rollup_ep_5min_all", FIVE_MINUTES, "method", "endpoint"),
@@ -43,6 +45,7 @@ LEVELS: dict[timedelta, list[Level]] = {
     HOUR: [
         Level("rollup_all_1h_all", HOUR, frozenset(), per_service=False),
         _level("rollup_svc_1h_all", HOUR),
+        Level("rollup_anc_1h_all", HOUR, frozenset({"node", "context"}), per_service=False),
         _level("rollup_nc_1h_all", HOUR, "node", "context"),
         Level("rollup_acon_1h_all", HOUR, frozenset({"consumer"}), per_service=False),
         _level("rollup_con_1h_all", HOUR, "consumer"),

@@ -4,6 +4,7 @@ computed from the raw rows with percentile_cont."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -59,13 +60,15 @@ def generate(n: int, seed: int = 7) -> dict[str, list]:
     }
 
 
-async def load(conn: asyncpg.Connection, cols: dict[str, list], batch: int = 2000, seed: int = 3) -> None:
-    """Schema, partitions, then the records in shuffled batches through the ingest SQL. The
+async def load(conn: asyncpg.Connection, cols: dict[str, list], batch: int = 2000, seed: int = 3,
+               schema: Path | None = None) -> None:
+    """Schema (the migrations in ``schema``, default all), partitions, then the records in shuffled
+    batches through the ingest SQL. The
     compactor runs every few batches (so folded rows get merged again and again); the last fifth
     stays pending (both must be visible). The clock of the compactor moves from T0 to T1 with the
     batches, so coarse blocks close during the load (schema/005) while shuffled records keep
     arriving for blocks already closed."""
-    await migrate(conn)
+    await migrate(conn, schema)
     days: set[date] = {t.date() for t in cols["created_at"]}
     await Partitions(True).ensure(conn, days)
     await conn.execute("UPDATE malti_rollup_closed SET closed_until = date_bin(width, $1, timestamptz '2000-01-01Z')", T0)

@@ -122,7 +122,7 @@ def test_smallest_level_is_chosen():
     assert pick_level(HOUR, frozenset({"context", "consumer"})).view == "rollup_nccon_1h_all"
     assert pick_level(DAY, frozenset({"node", "endpoint", "consumer"})) is None
     assert pick_level(HOUR, frozenset({"node", "endpoint", "consumer"})).view == "rollup_full_1h_all"
-    assert pick_level(FIVE_MINUTES, frozenset({"context"})).view == "rollup_full_5min_all"
+    assert pick_level(FIVE_MINUTES, frozenset({"context", "endpoint"})).view == "rollup_full_5min_all"
     assert all(LEVELS[w][-1].dims >= {"node", "context"} for w in (FIVE_MINUTES, HOUR))
     assert MINUTE not in LEVELS
 
@@ -178,3 +178,26 @@ def test_coarse_levels_serve_closed_blocks_only():
     assert plan[SIX_HOURS] == [(t(1, 6), t(2)), (t(6), t(6, 12))]
     assert plan[HOUR] == [(t(1, 3), t(1, 6)), (t(6, 12), b)]
     assert {lv.width for lv, _ in plan_sources(a, b, HOUR, need)} == {HOUR}  # nothing closed yet
+
+
+def test_node_and_context_levels_serve_time_series_and_edges():
+    """schema/007: a node or context filter reads the all-services node/context level (anc) when no
+    service is asked for, the per-service one (nc) otherwise, at 5 minutes and 1 hour."""
+    node, ctx = frozenset({"node"}), frozenset({"node", "context"})
+    assert pick_level(FIVE_MINUTES, node, per_service=False).view == "rollup_anc_5min_all"
+    assert pick_level(FIVE_MINUTES, ctx, per_service=False).view == "rollup_anc_5min_all"
+    assert pick_level(FIVE_MINUTES, frozenset({"context"})).view == "rollup_nc_5min_all"
+    assert pick_level(HOUR, node, per_service=False).view == "rollup_anc_1h_all"
+    assert pick_level(HOUR, node).view == "rollup_nc_1h_all"
+    assert pick_level(DAY, node, per_service=False).view == "rollup_nc_1d_all"  # no daily anc level
+    assert pick_level(FIVE_MINUTES, frozenset(), per_service=False).view == "rollup_all_5min_all"
+    # a 24-hour range filtered by node, as the status section plans it: the 5-minute edges come
+    # from the 5-minute node/context level, no longer from the full-dimension rollups
+    a = datetime(2026, 11, 22, 10, 20, tzinfo=UTC)
+    b = datetime(2026, 11, 23, 10, 20, tzinfo=UTC)
+    closed = {SIX_HOURS: datetime(2026, 11, 23, 6, tzinfo=UTC), DAY: datetime(2026, 11, 23, tzinfo=UTC)}
+    plan = {level.view: intervals for level, intervals in plan_sources(a, b, FIVE_MINUTES, node, closed=closed)}
+    assert plan["rollup_nc_5min_all"] == [(a, a.replace(hour=11, minute=0)), (b.replace(minute=0), b)]
+    assert set(plan) == {"rollup_nc_5min_all", "rollup_nc_1h_all", "rollup_nc_6h_all"}
+    plan = plan_sources(a, b, FIVE_MINUTES, node, per_service=False, closed=closed)
+    assert {level.view for level, _ in plan} == {"rollup_anc_5min_all", "rollup_anc_1h_all", "rollup_nc_6h_all"}
