@@ -1,9 +1,10 @@
 """How much the Malti middleware costs an app, side by side with its peers.
 
-Run:  .venv/bin/python benchmarks/sdk_overhead.py            (all parts, ~17 minutes)
+Run:  .venv/bin/python benchmarks/sdk_overhead.py            (all parts, ~21 minutes)
       .venv/bin/python benchmarks/sdk_overhead.py inprocess  (one part: inprocess, delivery, uvicorn,
                                                               uvicorn-plain, uvicorn-fastapi,
-                                                              uvicorn-fastapi-plain, stall, memory)
+                                                              uvicorn-fastapi-plain, uvicorn-breakdown,
+                                                              stall, memory)
 
 Benchmark-only dependencies (not needed by Malti itself):
     pip install malti-telemetry==1.0.4 starlette-exporter prometheus-fastapi-instrumentator \
@@ -30,7 +31,9 @@ Parts:
    and `uvicorn-fastapi-plain` the same with a minimal FastAPI app (a JSON answer). Two
    reference middlewares run beside ours, to show the floor on each stack: `pass-through`
    (an empty pure-ASGI layer) and `observer` (a layer that only wraps send to see the
-   status and the end of the response, as any request telemetry must).
+   status and the end of the response, as any request telemetry must). `uvicorn-breakdown`
+   runs ours with its later stages cut off one at a time (telemetry off; records taken
+   but not encoded; encoded but not sent) and prints what each stage costs.
 4. stall: the longest gap of a 1 ms ticker while 20,000 buffered records are sent
    (ours and malti-telemetry's).
 5. memory: bytes per buffered record (tracemalloc), records made by real requests.
@@ -377,9 +380,22 @@ APP_MODULE = textwrap.dedent(
 
 
     variant = os.environ["BENCH_VARIANT"]
-    if variant == "ours":
+    if variant.startswith("ours"):
         from malti_sdk import MaltiMiddleware
         app.add_middleware(MaltiMiddleware)
+        # breakdown variants (part uvicorn-breakdown): the same middleware with later stages cut off
+        if variant in ("ours-no-network", "ours-no-encoding"):
+            from malti_sdk import _sender
+
+            async def answered(self, config, batch, timeout):  # as if the server said 200 at once
+                return 200, None, b""
+
+            _sender._Delivery.post = answered
+        if variant == "ours-no-encoding":
+            async def not_encoded(self, rows, service, node, gzip):
+                return b"[]", False
+
+            _sender.RecordEncoder.encode_body_async = not_encoded
     elif variant == "original":
         import malti_telemetry
         logging.getLogger().setLevel(logging.WARNING)
@@ -587,7 +603,29 @@ def part_uvicorn_fastapi_plain() -> None:
 REFERENCE_VARIANTS = ["pass-through", "observer"]
 
 
-def part_uvicorn(seconds: float = 4.0, rounds: int = 5, stack: str = "httptools+uvloop", app: str = "starlette") -> None:
+#: part uvicorn-breakdown: our middleware with its later stages cut off, one by one
+BREAKDOWN_VARIANTS = ["bare", "observer", "ours-disabled", "ours-no-encoding", "ours-no-network", "ours"]
+BREAKDOWN_STAGES = [
+    ("observer", "bare", "a layer that wraps send (the observer reference)"),
+    ("ours-disabled", "bare", "our layer with telemetry off (no API key: send wrapper, settings, no record)"),
+    ("ours-no-encoding", "ours-disabled", "recording: route, consumer, row into the buffer; sender takes batches"),
+    ("ours-no-network", "ours-no-encoding", "encoding: JSON text and gzip of each batch"),
+    ("ours", "ours-no-network", "delivery: HTTP POST of each batch to the ingest server"),
+]
+VARIANT_ENV = {"ours-disabled": {"MALTI_API_KEY": ""}}
+
+
+def part_uvicorn_breakdown() -> None:
+    part_uvicorn(variants=BREAKDOWN_VARIANTS)
+
+
+def part_uvicorn(
+    seconds: float = 4.0,
+    rounds: int = 5,
+    stack: str = "httptools+uvloop",
+    app: str = "starlette",
+    variants: list[str] | None = None,
+) -> None:
     extra = UVICORN_STACKS[stack]
     app_text = "a minimal Starlette app" if app == "starlette" else "a minimal FastAPI app (JSON response)"
     print(
@@ -616,13 +654,14 @@ def part_uvicorn(seconds: float = 4.0, rounds: int = 5, stack: str = "httptools+
                 "MALTI_SERVICE_NAME": "bench",
                 "BENCH_APP": app,
             }
-            variants = ["bare", *REFERENCE_VARIANTS, "ours"]
-            try:
-                import malti_telemetry  # noqa: F401
+            if variants is None:
+                variants = ["bare", *REFERENCE_VARIANTS, "ours"]
+                try:
+                    import malti_telemetry  # noqa: F401
 
-                variants.append("original")
-            except ImportError:
-                pass
+                    variants.append("original")
+                except ImportError:
+                    pass
             rps: dict[str, list[float]] = {v: [] for v in variants}
             cpu: dict[str, list[float]] = {v: [] for v in variants}
             sent = {v: 0 for v in variants}
@@ -645,7 +684,13 @@ def part_uvicorn(seconds: float = 4.0, rounds: int = 5, stack: str = "httptools+
                     port = free_port()
                     count_before = stub_count(stub_port)
                     proc = start_uvicorn(
-                        workdir, "bench_app", port, {**env_common, "BENCH_VARIANT": variant}, app_cpus, log, extra
+                        workdir,
+                        "bench_app",
+                        port,
+                        {**env_common, **VARIANT_ENV.get(variant, {}), "BENCH_VARIANT": variant},
+                        app_cpus,
+                        log,
+                        extra,
                     )
                     try:
                         warm, bad = run_client(port, 1.0)
@@ -665,7 +710,7 @@ def part_uvicorn(seconds: float = 4.0, rounds: int = 5, stack: str = "httptools+
             for variant in variants:
                 r, c = statistics.median(rps[variant]), statistics.median(cpu[variant])
                 print(
-                    f"  {variant:12} {r:7.0f} req/s (ratio to bare {r / bare_rps:5.3f})   "
+                    f"  {variant:16} {r:7.0f} req/s (ratio to bare {r / bare_rps:5.3f})   "
                     f"server CPU {c:6.1f} µs/req (bare/this {bare_cpu / c:5.3f})   req/s rounds: "
                     + ", ".join(f"{x:.0f}" for x in rps[variant])
                 )
@@ -676,16 +721,22 @@ def part_uvicorn(seconds: float = 4.0, rounds: int = 5, stack: str = "httptools+
                     f"  ours adds {ours_cost * 1e6:.1f} µs per request end to end, malti-telemetry"
                     f" {original_cost * 1e6:.1f}: ours is {ours_cost / original_cost:.2f} of malti-telemetry's"
                 )
-            print(
-                "  (pass-through: an empty pure-ASGI middleware; observer: one that only wraps send to see"
-                " the status and the end of the response; neither records anything)"
-            )
+            if variants == BREAKDOWN_VARIANTS:
+                print("  where our cost goes (differences of median server CPU µs/req; about ±1 µs of noise each):")
+                for variant, base, what in BREAKDOWN_STAGES:
+                    cost = statistics.median(cpu[variant]) - statistics.median(cpu[base])
+                    print(f"    {cost:+5.1f} µs  {what}")
+            elif "observer" in variants:
+                print(
+                    "  (pass-through: an empty pure-ASGI middleware; observer: one that only wraps send to see"
+                    " the status and the end of the response; neither records anything)"
+                )
             for variant in ("ours", "original"):
                 if variant not in variants:
                     continue
                 check = "ok" if delivered[variant] == sent[variant] else "MISMATCH"
                 print(
-                    f"  {variant:12} records received by the stub ingest server: {delivered[variant]} "
+                    f"  {variant:16} records received by the stub ingest server: {delivered[variant]} "
                     f"of {sent[variant]} requests served ({check})"
                 )
             if not_ok:
@@ -917,6 +968,7 @@ PARTS = {
     "uvicorn-plain": part_uvicorn_plain,
     "uvicorn-fastapi": part_uvicorn_fastapi,
     "uvicorn-fastapi-plain": part_uvicorn_fastapi_plain,
+    "uvicorn-breakdown": part_uvicorn_breakdown,
     "stall": part_stall,
     "memory": part_memory,
 }
