@@ -63,12 +63,6 @@ KEY_SQL = (
 )
 
 FULL_LEVELS = [("rollup_5min", "5 minutes"), ("rollup_1h", "1 hour")]
-FAMILY_DIMS = {  # the dimensions each coarse family keeps (schema/003)
-    "all": set(), "svc": {"service"}, "ep": {"service", "method", "endpoint"},
-    "con": {"service", "consumer"}, "acon": {"consumer"},
-    "epcon": {"service", "method", "endpoint", "consumer"}, "nc": {"service", "node", "context"},
-    "ncep": {"service", "node", "context", "method", "endpoint"}, "nccon": {"service", "node", "context", "consumer"},
-}
 
 
 STAGE_SQL = """
@@ -117,9 +111,8 @@ async def drop_indexes(conn: asyncpg.Connection, table: str) -> list[str]:
     return [r["def"] for r in rows]
 
 
-def family_cells_sql(name: str, dims: str, width: str, since: bool) -> str:
-    """Histogram cells of one dimension family at ``width`` from the staged records."""
-    keep = FAMILY_DIMS[dims]
+def family_cells_sql(name: str, keep: set[str], width: str, since: bool) -> str:
+    """Histogram cells of one dimension family (keeping ``keep``) at ``width`` from the staged records."""
     cols = [
         "service" if "service" in keep else "''",
         "coalesce(node, E'\\x01')" if "node" in keep else "E'\\x01'",
@@ -222,16 +215,20 @@ async def build(url: str, records: int, now: datetime, complete: bool) -> None:
 
     levels = await conn.fetch(
         "SELECT name, width::text AS width, width AS width_iv, dims FROM malti_rollup_levels ORDER BY dims, width")
+    # every family the migrations define, with the dimensions it keeps (schema/005 and later)
+    families = {r["family"]: set(r["dims"]) for r in await conn.fetch(
+        "SELECT family, dims FROM malti_rollup_families ORDER BY family")}
     sources = {"00:05:00": "bench_fam_5", "01:00:00": "bench_fam_h", "06:00:00": "bench_fam_6", "1 day": "bench_fam_d"}
-    for dims in FAMILY_DIMS:
+    for dims, keep in families.items():
         t = time.perf_counter()
         family = [lv for lv in levels if lv["dims"] == dims]
-        await conn.execute(family_cells_sql("bench_fam_h", dims, "1 hour", False))
+        await conn.execute(family_cells_sql("bench_fam_h", keep, "1 hour", False))
         if any(lv["width"] == "00:05:00" for lv in family):
-            await conn.execute(family_cells_sql("bench_fam_5", dims, "5 minutes", recent5 is not None),
+            await conn.execute(family_cells_sql("bench_fam_5", keep, "5 minutes", recent5 is not None),
                                *([recent5] if recent5 else []))
-        await conn.execute(regroup_sql("bench_fam_6", "6 hours", "bench_fam_h"))
-        await conn.execute(regroup_sql("bench_fam_d", "1 day", "bench_fam_6"))
+        if any(lv["width"] in ("06:00:00", "1 day") for lv in family):
+            await conn.execute(regroup_sql("bench_fam_6", "6 hours", "bench_fam_h"))
+            await conn.execute(regroup_sql("bench_fam_d", "1 day", "bench_fam_6"))
         log(f"  {dims} cells in {time.perf_counter() - t:.1f} s")
         for lv in family:
             t = time.perf_counter()
@@ -501,6 +498,9 @@ def main() -> None:
             ("24 h", "/api/v1/metrics/aggregate", last(hours=24), "24h"),
             ("24 h, service+endpoint", "/api/v1/metrics/aggregate", {**last(hours=24), **svc_ep}, "24h"),
             ("24 h, node", "/api/v1/metrics/aggregate", {**last(hours=24), "node": "node-1"}, "24h"),
+            ("24 h, context", "/api/v1/metrics/aggregate", {**last(hours=24), "context": "ctx-1"}, "24h"),
+            ("24 h, service+node", "/api/v1/metrics/aggregate",
+             {**last(hours=24), "service": "service-1", "node": "node-1"}, "24h"),
             ("7 d", "/api/v1/metrics/aggregate", last(days=7), "7d"),
             ("7 d, service+endpoint", "/api/v1/metrics/aggregate", {**last(days=7), **svc_ep}, "7d"),
             ("7 d, node", "/api/v1/metrics/aggregate", {**last(days=7), "node": "node-1"}, "7d"),
@@ -509,6 +509,7 @@ def main() -> None:
             ("30 d, service+endpoint", "/api/v1/metrics/aggregate", {**last(days=30), **svc_ep}, None),
             ("30 d, consumer", "/api/v1/metrics/aggregate", {**last(days=30), "consumer": "consumer-2"}, None),
             ("30 d, node", "/api/v1/metrics/aggregate", {**last(days=30), "node": "node-1"}, None),
+            ("30 d, context", "/api/v1/metrics/aggregate", {**last(days=30), "context": "ctx-1"}, None),
             ("raw requests page (100)", "/api/v1/metrics/requests", {"limit": 100, **end}, None),
             ("raw requests page, service+endpoint", "/api/v1/metrics/requests", {"limit": 100, **end, **svc_ep}, None),
             ("dimensions 7 d", "/api/v1/metrics/dimensions", last(days=7), None),
