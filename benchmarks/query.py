@@ -218,7 +218,8 @@ async def build(url: str, records: int, now: datetime, complete: bool) -> None:
     # every family the migrations define, with the dimensions it keeps (schema/005 and later)
     families = {r["family"]: set(r["dims"]) for r in await conn.fetch(
         "SELECT family, dims FROM malti_rollup_families ORDER BY family")}
-    sources = {"00:05:00": "bench_fam_5", "01:00:00": "bench_fam_h", "06:00:00": "bench_fam_6", "1 day": "bench_fam_d"}
+    sources = {"00:05:00": "bench_fam_5", "01:00:00": "bench_fam_h", "06:00:00": "bench_fam_6", "1 day": "bench_fam_d",
+               "7 days": "bench_fam_w"}
     for dims, keep in families.items():
         t = time.perf_counter()
         family = [lv for lv in levels if lv["dims"] == dims]
@@ -226,9 +227,11 @@ async def build(url: str, records: int, now: datetime, complete: bool) -> None:
         if any(lv["width"] == "00:05:00" for lv in family):
             await conn.execute(family_cells_sql("bench_fam_5", keep, "5 minutes", recent5 is not None),
                                *([recent5] if recent5 else []))
-        if any(lv["width"] in ("06:00:00", "1 day") for lv in family):
+        if any(lv["width"] in ("06:00:00", "1 day", "7 days") for lv in family):
             await conn.execute(regroup_sql("bench_fam_6", "6 hours", "bench_fam_h"))
             await conn.execute(regroup_sql("bench_fam_d", "1 day", "bench_fam_6"))
+        if any(lv["width"] == "7 days" for lv in family):
+            await conn.execute(regroup_sql("bench_fam_w", "7 days", "bench_fam_d"))
         log(f"  {dims} cells in {time.perf_counter() - t:.1f} s")
         for lv in family:
             t = time.perf_counter()
@@ -242,7 +245,7 @@ async def build(url: str, records: int, now: datetime, complete: bool) -> None:
             log(f"  {table:<18} {n:>11,} rows ({span(recent5 if five else None)}) in {time.perf_counter() - t:.1f} s")
         for name in sources.values():
             await conn.execute(f"DROP TABLE IF EXISTS {name}")
-    # 6-hour and 1-day rows exist only for closed blocks (schema/005); the open ones are read from
+    # 6-hour, 1-day and 7-day rows exist only for closed blocks (schema/005); the open ones are read from
     # the hourly levels until the server's compactor closes them
     for lv in levels:
         await conn.execute(

@@ -41,14 +41,15 @@ async def compact(conn: asyncpg.Connection) -> int | None:
 
 
 async def rollup_tables(conn: asyncpg.Connection) -> list[str]:
-    """Every rollup table: rollup_5min, rollup_1h and the coarser levels (rollup_<level>_<5min|1h|6h|1d>).
+    """Every rollup table: rollup_5min, rollup_1h and the coarser levels (rollup_<level>_<5min|1h|6h|1d|7d>).
 
-    5-minute tables keep ``retention.rollup_5min``; hourly, 6-hour and daily ones ``retention.rollup_1hour``.
+    5-minute tables keep ``retention.rollup_5min``; hourly, 6-hour, daily and weekly ones
+    ``retention.rollup_1hour``.
     """
     rows = await conn.fetch(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace"
         " WHERE c.relkind IN ('r', 'p') AND ns.nspname = current_schema()"
-        " AND c.relname ~ '^rollup_([a-z]+_)?(5min|1h|6h|1d)$' ORDER BY 1"
+        " AND c.relname ~ '^rollup_([a-z]+_)?(5min|1h|6h|1d|7d)$' ORDER BY 1"
     )
     return [r["relname"] for r in rows]
 

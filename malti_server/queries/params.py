@@ -19,6 +19,7 @@ FIVE_MINUTES = timedelta(minutes=5)
 HOUR = timedelta(hours=1)
 SIX_HOURS = timedelta(hours=6)
 DAY = timedelta(days=1)
+WEEK = timedelta(days=7)  # weeks start on Saturday 00:00 UTC, the weekday of ORIGIN
 
 INTERVALS = {"1min": MINUTE, "5min": FIVE_MINUTES, "1hour": HOUR}
 DEFAULT_RANGE = timedelta(days=7)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from .params import DAY, FIVE_MINUTES, HOUR, SIX_HOURS, Filters, ceil_time, floor_time
+from .params import DAY, FIVE_MINUTES, HOUR, SIX_HOURS, WEEK, Filters, ceil_time, floor_time
 
 ALL_DIMS = frozenset({"node", "method", "endpoint", "consumer", "context"})
 
@@ -74,6 +74,16 @@ LEVELS: dict[timedelta, list[Level]] = {
         _level("rollup_nccon_1d_all", DAY, "node", "context", "consumer"),
         _level("rollup_ncep_1d_all", DAY, "node", "context", "method", "endpoint"),
     ],
+    WEEK: [  # schema/007
+        _level("rollup_svc_7d_all", WEEK),
+        _level("rollup_nc_7d_all", WEEK, "node", "context"),
+        Level("rollup_acon_7d_all", WEEK, frozenset({"consumer"}), per_service=False),
+        _level("rollup_con_7d_all", WEEK, "consumer"),
+        _level("rollup_ep_7d_all", WEEK, "method", "endpoint"),
+        _level("rollup_epcon_7d_all", WEEK, "method", "endpoint", "consumer"),
+        _level("rollup_nccon_7d_all", WEEK, "node", "context", "consumer"),
+        _level("rollup_ncep_7d_all", WEEK, "node", "context", "method", "endpoint"),
+    ],
 }
 
 
@@ -92,18 +102,18 @@ Closed = Mapping[timedelta, datetime]
 
 
 async def fetch_closed(conn: Any) -> dict[timedelta, datetime]:
-    """How far each coarse width (6 hours, 1 day) is complete: schema/005's malti_rollup_closed."""
+    """How far each coarse width (6 hours, 1 day, 7 days) is complete: schema/005's malti_rollup_closed."""
     return {r["width"]: r["closed_until"] for r in await conn.fetch("SELECT width, closed_until FROM malti_rollup_closed")}
 
 
 def plan_sources(start: datetime, stop: datetime, finest: timedelta, need: frozenset[str],
                  per_service: bool = True, closed: Closed | None = None) -> list[tuple[Level, list[Interval]]]:
     """Cover [start, stop) (aligned to ``finest``) with the coarsest buckets that fit inside it:
-    whole days from a 1-day level, then whole 6-hour blocks, whole hours, the rest at ``finest``
-    (each from the cheapest level keeping ``need``). A 6-hour or 1-day level serves only blocks
-    before its ``closed`` time (schema/005: later blocks are still being filled in finer levels);
-    without ``closed`` none does."""
-    widths = [w for w in (DAY, SIX_HOURS, HOUR, FIVE_MINUTES) if w >= finest]
+    whole weeks from a 7-day level, then whole days, whole 6-hour blocks, whole hours, the rest at
+    ``finest`` (each from the cheapest level keeping ``need``). A 6-hour, 1-day or 7-day level
+    serves only blocks before its ``closed`` time (schema/005: later blocks are still being filled
+    in finer levels); without ``closed`` none does."""
+    widths = [w for w in (WEEK, DAY, SIX_HOURS, HOUR, FIVE_MINUTES) if w >= finest]
     found: dict[Level, list[Interval]] = {}
     closed = closed or {}
 

@@ -16,6 +16,7 @@ from malti_server.writer import STORE_BATCH_SQL
 UTC = timezone.utc
 T0 = datetime(2026, 11, 1, 3, 17, 23, tzinfo=UTC)
 T1 = datetime(2026, 11, 6, 7, 41, 0, tzinfo=UTC)
+CLOSE_UPTO = T1 + timedelta(hours=20)  # after the load, blocks close up to here (a Saturday: a week closes)
 SERVICES = ("auth-service", "payment-service", "user-service")
 ENDPOINTS = (("GET", "/items/{id}"), ("POST", "/items"), ("GET", "/users/{user_id}"),
              ("DELETE", "/items/{id}"), ("GET", "/health"), ("PUT", "/users/{user_id}/profile"))
@@ -67,7 +68,8 @@ async def load(conn: asyncpg.Connection, cols: dict[str, list], batch: int = 200
     compactor runs every few batches (so folded rows get merged again and again); the last fifth
     stays pending (both must be visible). The clock of the compactor moves from T0 to T1 with the
     batches, so coarse blocks close during the load (schema/005) while shuffled records keep
-    arriving for blocks already closed."""
+    arriving for blocks already closed. At the end, with the last fifth still pending, blocks close
+    up to CLOSE_UPTO (the week of the data included, schema/007)."""
     await migrate(conn, schema)
     days: set[date] = {t.date() for t in cols["created_at"]}
     await Partitions(True).ensure(conn, days)
@@ -86,6 +88,8 @@ async def load(conn: asyncpg.Connection, cols: dict[str, list], batch: int = 200
             await conn.fetchval(STORE_BATCH_SQL, *args, service, None)
         if i % 4 == 3 and start + batch <= n * 0.8:
             await conn.fetchval("SELECT malti_compact_pending($1)", T0 + (T1 - T0) * ((start + batch) / n))
+    for _ in range(4):  # a call closes at most one day
+        await conn.execute("SELECT malti_close_coarse($1)", CLOSE_UPTO)
 
 
 # ------------------------------------------------------------------ exact reference answers

@@ -19,7 +19,7 @@ from malti_server.queries.dashboard import build_sql, dashboard
 from malti_server.queries.params import HOUR, MINUTE, ceil_time, floor_time, parse_aggregate
 from malti_server.queries.sql import fetch_closed
 from malti_testing import create_database, drop_database
-from queries_traffic import T0, T1, expected, generate, load
+from queries_traffic import CLOSE_UPTO, T0, T1, expected, generate, load
 
 N_RECORDS = 60_000
 REL = 0.01  # histogram relative-error bound
@@ -62,6 +62,7 @@ CASES = {
                         "end_time": iso(T0 + timedelta(days=3, hours=1)), "interval": "1hour"}, False, "1hour"),
     "1min": ({"start_time": iso(T0 + timedelta(days=1, hours=1, seconds=30)),
               "end_time": iso(T0 + timedelta(days=1, hours=3, minutes=10)), "interval": "1min"}, False, "1min"),
+    "week": ({"start_time": iso(T0 - timedelta(days=2)), "end_time": iso(CLOSE_UPTO)}, False, "1hour"),
     "realtime": ({"start_time": iso(T0 + timedelta(days=4, minutes=3)),
                   "end_time": iso(T0 + timedelta(days=4, minutes=63))}, True, "1min"),
 }
@@ -198,6 +199,8 @@ async def test_dashboard_matches_exact_answers(traffic_db: str, case: str, filte
     finally:
         await conn.close()
     assert resp["resolution"] == resolution
+    if case == "week":  # whole weeks from the 7-day levels (schema/007)
+        assert "_7d_all " in statement
     if filter_name in TIME_SERIES_LEVELS and resolution != "1min":  # the node/context levels of schema/007
         view = TIME_SERIES_LEVELS[filter_name].format(resolution.replace("hour", "h"))
         assert f" FROM {view} " in statement.split("\nUNION ALL\n")[0]
@@ -264,7 +267,8 @@ async def test_every_level_counts_every_record_once(traffic_db: str) -> None:
     conn = await asyncpg.connect(traffic_db, server_settings={"timezone": "UTC"})
     try:
         closed = {r["width"]: r["closed_until"] for r in await conn.fetch("SELECT * FROM malti_rollup_closed")}
-        assert closed and all(T0 + timedelta(days=1) < c < T1 for c in closed.values()), closed
+        assert closed and all(T0 + timedelta(days=1) < c <= CLOSE_UPTO for c in closed.values()), closed
+        assert closed[timedelta(days=7)] > T0  # the week of the data closed (schema/007)
         levels = await conn.fetch("SELECT name, width FROM malti_rollup_levels ORDER BY name")
         assert any(lv["width"] > HOUR for lv in levels)
         for lv in levels:
@@ -274,5 +278,6 @@ async def test_every_level_counts_every_record_once(traffic_db: str) -> None:
             assert got == want, (lv["name"], got, want)
         # closed blocks were summed by the close, not only by the fold of late records
         assert await conn.fetchval("SELECT count(*) FROM rollup_ep_1d WHERE bucket < $1", closed[timedelta(days=1)]) > 0
+        assert await conn.fetchval("SELECT count(*) FROM rollup_ncep_7d WHERE bucket < $1", closed[timedelta(days=7)]) > 0
     finally:
         await conn.close()

@@ -1,5 +1,5 @@
 """schema/007's backfill: a database that holds data when it upgrades answers at once from the new
-node/context levels, with the same figures as before the upgrade and within the histogram's bound of
+node/context and weekly levels, with the same figures as before the upgrade and within the histogram's bound of
 the exact ones.
 
 Traffic is loaded (folded, partly pending, coarse blocks closed) into a database migrated up to 006;
@@ -21,22 +21,26 @@ import pytest
 from malti_server.db import migrate, schema_dir
 from malti_server.queries import sql as sql_module
 from malti_server.queries.dashboard import build_sql, dashboard
-from malti_server.queries.params import HOUR, ceil_time, floor_time, parse_aggregate
+from malti_server.queries.params import HOUR, WEEK, ceil_time, floor_time, parse_aggregate
 from malti_server.queries.sql import fetch_closed
 from malti_testing import create_database, drop_database
-from queries_traffic import T0, T1, expected, generate, load
+from queries_traffic import CLOSE_UPTO, T0, T1, expected, generate, load
 from test_queries_accuracy import REL, compare, iso
 
 N_RECORDS = 20_000
 NOW = T1 + timedelta(days=1)
-NEW_VIEWS = {"rollup_nc_5min_all", "rollup_anc_5min_all", "rollup_anc_1h_all"}
+NEW_VIEWS = {"rollup_nc_5min_all", "rollup_anc_5min_all", "rollup_anc_1h_all"} | {
+    lv.view for lv in sql_module.LEVELS[WEEK]}
 
 CASES = {
     "5min": {"start_time": iso(T0 + timedelta(days=1, hours=2, minutes=7)),
              "end_time": iso(T0 + timedelta(days=2, hours=1, minutes=52))},
     "1hour": {"start_time": iso(T0 - timedelta(hours=1)), "end_time": iso(T1 + timedelta(minutes=30))},
+    "week": {"start_time": iso(T0 - timedelta(days=2)), "end_time": iso(CLOSE_UPTO)},
 }
 FILTERS = {
+    "none": {},
+    "endpoint+consumer": {"endpoint": "/users/{user_id}", "consumer": "consumer-0"},
     "node": {"node": "node-2"},
     "context": {"context": "ctx-x"},
     "service+node": {"service": "payment-service", "node": "node-1"},
@@ -108,6 +112,13 @@ def test_migration_applies_and_fills_the_new_levels(upgraded) -> None:
                 # the backfill copied the folded records; pending ones are read through the view
                 assert folded and pending and folded + pending == raw, (table, folded, pending, raw)
                 assert await conn.fetchval(f"SELECT sum(n) FROM {table}_all") == raw
+            week = await conn.fetchval("SELECT closed_until FROM malti_rollup_closed WHERE width = '7 days'")
+            assert week == floor_time(CLOSE_UPTO, WEEK)
+            raw = await conn.fetchval("SELECT count(*) FROM requests WHERE created_at < $1", week)
+            for level in sql_module.LEVELS[WEEK]:  # weeks filled from the daily levels
+                table = level.view.removesuffix("_all")
+                assert await conn.fetchval(f"SELECT sum(n) FROM {table}") > 0, table
+                assert await conn.fetchval(f"SELECT sum(n) FROM {level.view} WHERE bucket < $1", week) == raw
         finally:
             await conn.close()
 
@@ -128,11 +139,13 @@ async def test_backfilled_levels_answer_as_before_the_upgrade(upgraded, case: st
                              nodes_range=(floor_time(q.first_bucket, HOUR), ceil_time(q.stop, HOUR)))
     finally:
         await conn.close()
-    time_series = statement.split("\nUNION ALL\n")[0]
-    per_service = "service" in filters
-    view = {("5min", False): "rollup_anc_5min_all", ("5min", True): "rollup_nc_5min_all",
-            ("1hour", False): "rollup_anc_1h_all", ("1hour", True): "rollup_nc_1h_all"}[case, per_service]
-    assert f" FROM {view} " in time_series, time_series
+    if "node" in filters or "context" in filters:
+        time_series = statement.split("\nUNION ALL\n")[0]
+        width = "5min" if case == "5min" else "1h"
+        view = f"rollup_{'nc' if 'service' in filters else 'anc'}_{width}_all"
+        assert f" FROM {view} " in time_series, time_series
+    if case == "week":
+        assert "_7d_all " in statement
     assert exp["summary"]["n"] > 0
     errors: list[str] = []
     same(before[case, filter_name], after, "response", errors)

@@ -10,7 +10,8 @@ import pytest
 from malti_server import histogram
 from malti_server.queries import packed
 from malti_server.queries.params import (
-    DAY, FIVE_MINUTES, HOUR, MINUTE, SIX_HOURS, QueryError, floor_time, parse_aggregate, parse_requests, parse_time,
+    DAY, FIVE_MINUTES, HOUR, MINUTE, SIX_HOURS, WEEK, QueryError, floor_time, parse_aggregate, parse_requests,
+    parse_time,
 )
 from malti_server.queries.raw_requests import decode_cursor, encode_cursor
 from malti_server.queries.sql import LEVELS, pick_level, plan_sources
@@ -85,18 +86,20 @@ def test_cursor_round_trip():
     ("2026-11-01T23:55:00", "2026-11-02T00:05:00", FIVE_MINUTES),
     ("2026-11-01T05:55:00", "2026-11-03T19:05:00", FIVE_MINUTES),
     ("2026-11-01T05:00:00", "2026-11-01T13:00:00", HOUR),
+    ("2026-10-02T07:00:00", "2026-11-23T10:00:00", HOUR),
+    ("2026-10-27T03:15:00", "2026-11-12T08:40:00", FIVE_MINUTES),
 ])
 @pytest.mark.parametrize("need", [frozenset(), frozenset({"consumer"}), frozenset({"node", "endpoint"}),
                                   frozenset({"method", "endpoint", "consumer"})])
 @pytest.mark.parametrize("per_service", [True, False])
-@pytest.mark.parametrize("closed_at", [None, "2026-11-02T06:00:00", "2030-01-01T00:00:00"])
+@pytest.mark.parametrize("closed_at", [None, "2026-11-02T06:00:00", "2026-11-19T18:00:00", "2030-01-01T00:00:00"])
 def test_planned_sources_tile_the_range_exactly(start, stop, finest, need, per_service, closed_at):
     a = datetime.fromisoformat(start).replace(tzinfo=UTC)
     b = datetime.fromisoformat(stop).replace(tzinfo=UTC)
     closed = None
     if closed_at:
         c = datetime.fromisoformat(closed_at).replace(tzinfo=UTC)
-        closed = {SIX_HOURS: c, DAY: floor_time(c, DAY)}
+        closed = {SIX_HOURS: c, DAY: floor_time(c, DAY), WEEK: floor_time(c, WEEK)}
     covered = []
     for level, intervals in plan_sources(a, b, finest, need, per_service, closed):
         assert need <= level.dims and (level.per_service or not per_service)
@@ -201,3 +204,22 @@ def test_node_and_context_levels_serve_time_series_and_edges():
     assert set(plan) == {"rollup_nc_5min_all", "rollup_nc_1h_all", "rollup_nc_6h_all"}
     plan = plan_sources(a, b, FIVE_MINUTES, node, per_service=False, closed=closed)
     assert {level.view for level, _ in plan} == {"rollup_anc_5min_all", "rollup_anc_1h_all", "rollup_nc_6h_all"}
+
+
+def test_weekly_levels_serve_closed_weeks():
+    """schema/007: whole weeks (Saturday 00:00 UTC to Saturday) before the 7-day watermark come
+    from the 7-day levels, the rest of a month from days, 6-hour blocks and hours."""
+    t = lambda d, h=0: datetime(2026, 11, d, h, tzinfo=UTC)  # noqa: E731
+    assert floor_time(t(23, 10), WEEK) == t(21) and t(21).weekday() == 5  # a Saturday
+    a, b = datetime(2026, 10, 24, 10, tzinfo=UTC), t(23, 11)
+    closed = {SIX_HOURS: t(23, 6), DAY: t(23), WEEK: t(21)}
+    need = frozenset({"node", "endpoint"})
+    plan = {level.view: intervals for level, intervals in plan_sources(a, b, HOUR, need, closed=closed)}
+    assert plan["rollup_ncep_7d_all"] == [(datetime(2026, 10, 31, tzinfo=UTC), t(21))]
+    assert plan["rollup_ncep_1d_all"] == [(datetime(2026, 10, 25, tzinfo=UTC), datetime(2026, 10, 31, tzinfo=UTC)),
+                                          (t(21), t(23))]
+    assert pick_level(WEEK, frozenset({"context", "consumer"})).view == "rollup_nccon_7d_all"
+    assert pick_level(WEEK, frozenset(), per_service=False).view == "rollup_svc_7d_all"
+    assert pick_level(WEEK, frozenset({"node", "endpoint", "consumer"})) is None
+    # without a 7-day watermark (nothing closed) no week is read
+    assert all(level.width < WEEK for level, _ in plan_sources(a, b, HOUR, need, closed={DAY: t(23)}))
