@@ -40,6 +40,16 @@ async def compact(conn: asyncpg.Connection) -> int | None:
     return await _with_lock(conn, COMPACTION_LOCK, job)
 
 
+#: bucket width of a rollup table, by the suffix of its name
+BUCKET_WIDTHS = {
+    "5min": timedelta(minutes=5),
+    "1h": timedelta(hours=1),
+    "6h": timedelta(hours=6),
+    "1d": timedelta(days=1),
+    "7d": timedelta(days=7),
+}
+
+
 async def rollup_tables(conn: asyncpg.Connection) -> list[str]:
     """Every rollup table: rollup_5min, rollup_1h and the coarser levels (rollup_<level>_<5min|1h|6h|1d|7d>).
 
@@ -71,8 +81,12 @@ async def apply_retention(
             await sync_timescaledb_retention(conn, timedelta(seconds=retention.raw))
         for table in await rollup_tables(conn):
             keep = retention.rollup_5min if table.endswith("5min") else retention.rollup_1hour
+            # A row goes once all of its block is past retention: a block that straddles the
+            # cutoff stays, or a query covering it whole would read that block as empty although
+            # finer levels still hold its later part (up to 6 days of a weekly row).
             # Table names come from the catalog (rollup_*), never from input.
-            status = await conn.execute(f'DELETE FROM "{table}" WHERE bucket < $1', now - timedelta(seconds=keep))
+            cutoff = now - timedelta(seconds=keep) - BUCKET_WIDTHS[table.rsplit("_", 1)[1]]
+            status = await conn.execute(f'DELETE FROM "{table}" WHERE bucket <= $1', cutoff)
             removed[table] = int(status.split()[-1])
         status = await conn.execute("DELETE FROM ingest_batches WHERE created_at < $1", now - IDEMPOTENCY_KEEP)
         removed["idempotency_keys"] = int(status.split()[-1])

@@ -93,6 +93,34 @@ async def test_retention_drops_old_raw_partitions_and_rollup_rows(conn, holder):
     assert removed["rollup_5min"] >= 2 and removed["rollup_1h"] >= 1
 
 
+async def test_retention_keeps_coarse_blocks_that_straddle_the_cutoff(conn, holder):
+    """A daily or weekly row goes only once its whole block is past retention (3 days here)."""
+    partitions = db.Partitions(enabled=True)
+    now = datetime.now(timezone.utc)
+    cutoff = now - timedelta(days=3)
+    origin = datetime(2000, 1, 1, tzinfo=timezone.utc)  # the buckets' origin (a Saturday)
+    day = origin + (cutoff - origin) // timedelta(days=1) * timedelta(days=1)  # the day holding the cutoff
+    week = origin + (cutoff - origin) // timedelta(days=7) * timedelta(days=7)
+    ages = {"/straddling-day": day, "/whole-day-past": day - timedelta(days=1),
+            "/whole-week-past": week - timedelta(days=1)}
+    await partitions.ensure(conn, {t.date() for t in ages.values()})
+    for endpoint, when in ages.items():
+        await store_batch(conn, "auth-service", columns([when] * 10, endpoint), f"key{endpoint}")
+    assert await maintenance.compact(conn) is not None
+    assert await per_endpoint(conn, "rollup_ep_1d") == {endpoint: 10 for endpoint in ages}
+
+    await maintenance.apply_retention(conn, holder, partitions, "postgresql")
+
+    # the day holding the cutoff is still partly retained: its row stays whole
+    assert await per_endpoint(conn, "rollup_ep_1d") == {"/straddling-day": 10}
+    weekly = await per_endpoint(conn, "rollup_ep_7d")
+    assert "/whole-week-past" not in weekly
+    closed = await conn.fetchval("SELECT closed_until FROM malti_rollup_closed WHERE width = '7 days'")
+    if week < day - timedelta(days=1) and week + timedelta(days=7) <= closed:
+        # both days lie in the (closed) week holding the cutoff: its row stays
+        assert weekly == {"/straddling-day": 10, "/whole-day-past": 10}
+
+
 async def test_retention_forgets_idempotency_keys_after_a_day(conn, holder):
     partitions = db.Partitions(enabled=True)
     await seed(conn, partitions)
