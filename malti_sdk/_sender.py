@@ -34,6 +34,7 @@ import atexit
 import logging
 import os
 import random
+import socket
 import threading
 import time
 import urllib.request
@@ -193,6 +194,21 @@ class _LeanHttp:
         )
         return await asyncio.wait_for(self._exchange(data), timeout)
 
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            return await asyncio.open_connection(self.host, self.port)
+        except RuntimeError:
+            # At interpreter exit the loop can no longer start the thread that resolves a host
+            # name ("can't register atexit after shutdown"): resolve it here, blocking (nothing
+            # else runs then), and connect to its addresses in order.
+            error: OSError = OSError(f"cannot resolve {self.host!r}")
+            for *_, address in socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM):
+                try:
+                    return await asyncio.open_connection(address[0], address[1])
+                except OSError as exc:
+                    error = exc
+            raise error
+
     async def _exchange(self, data: bytes) -> tuple[int, dict[str, str], bytes]:
         for attempt in range(2):
             reused = self._writer is not None
@@ -200,7 +216,7 @@ class _LeanHttp:
                 self.close()
                 reused = False
             if self._writer is None:
-                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+                self._reader, self._writer = await self._connect()
             answered = False
             try:
                 self._writer.write(data)

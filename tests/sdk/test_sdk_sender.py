@@ -247,10 +247,12 @@ else:
 """
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])  # a name is resolved after threads are gone
 @pytest.mark.parametrize("mode", ["thread", "loop"])
-def test_records_left_at_interpreter_exit_are_flushed(receiver, tmp_path, mode):
+def test_records_left_at_interpreter_exit_are_flushed(receiver, tmp_path, mode, host):
     script = tmp_path / "exit_app.py"
     script.write_text(EXIT_SCRIPT)
-    done = subprocess.run([sys.executable, str(script), receiver.url, mode], capture_output=True, text=True, timeout=60)
+    url = receiver.url.replace("127.0.0.1", host)
+    done = subprocess.run([sys.executable, str(script), url, mode], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert len(receiver.stored) == 37
