@@ -86,12 +86,25 @@ def clean_text(value: str) -> str:
     return value[:MAX_TEXT]
 
 
+_MISSING_FIELD = re.compile(r"missing required field `(\w+)`")
+
+
 def _error_location(message: str) -> tuple[int | None, str]:
+    missing = _MISSING_FIELD.search(message)
     m = re.search(r"\$\.requests\[(\d+)\](?:\.(\w+))?", message)
     if m:
-        return int(m.group(1)), m.group(2) or "record"
+        return int(m.group(1)), m.group(2) or (missing.group(1) if missing else "record")
     m = re.search(r"\$\.(\w+)", message)
     return None, m.group(1) if m else "body"
+
+
+def _record_field(message: str) -> str:
+    """The field of one record an error of ``msgspec.convert(record, Record)`` is about."""
+    m = re.search(r"`\$\.(\w+)", message)
+    if m:
+        return m.group(1)
+    missing = _MISSING_FIELD.search(message)
+    return missing.group(1) if missing else "record"
 
 
 def _describe(message: str) -> str:
@@ -152,8 +165,7 @@ def _collect_errors(body: bytes, first: msgspec.ValidationError, max_records: in
         try:
             msgspec.convert(item, Record, strict=False)
         except msgspec.ValidationError as exc:
-            _, field = _error_location(str(exc).replace("$", f"$.requests[{i}]", 1))
-            errors.append({"index": i, "field": field, "error": _describe(str(exc))})
+            errors.append({"index": i, "field": _record_field(str(exc)), "error": _describe(str(exc))})
     if not errors:  # should not happen, but never answer 422 without saying why
         errors.append({"index": None, "field": "requests", "error": "invalid batch"})
     return _invalid(errors)

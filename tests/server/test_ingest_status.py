@@ -227,7 +227,7 @@ def test_missing_field_is_422(malti_server):
         assert r.status_code == 422, (missing, r.text)
         errors = r.json()["errors"]
         assert errors and errors[0]["index"] == 0, errors
-        assert "error" in errors[0]
+        assert errors[0]["field"] == missing and "error" in errors[0], errors  # names the missing field
     assert nothing_stored(malti_server, ep)
 
 
