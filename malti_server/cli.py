@@ -107,7 +107,7 @@ async def prepare_database(url: str) -> str:
     """Connect, apply migrations, and say which storage runs; StartupError when unreachable."""
     import asyncpg  # noqa: PLC0415
 
-    from .db import migrate, storage_kind  # noqa: PLC0415
+    from .db import MigrationError, migrate, storage_kind  # noqa: PLC0415
 
     try:
         conn = await asyncpg.connect(url, timeout=10)
@@ -119,6 +119,12 @@ async def prepare_database(url: str) -> str:
     try:
         await migrate(conn)
         return await storage_kind(conn)
+    except MigrationError as exc:
+        raise StartupError(
+            f"{exc}. Nothing of it was applied. A database made by a pre-release build of Malti "
+            "cannot be upgraded: start with an empty one (--data-dir NEW_FOLDER, or a new database "
+            "for --database-url)"
+        ) from None
     finally:
         await conn.close()
 

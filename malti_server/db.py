@@ -63,6 +63,16 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10, timeou
     )
 
 
+class MigrationError(Exception):
+    """A migration failed (and was rolled back): the database's schema history does not fit this
+    version's ``schema/`` files, or the database refused a statement."""
+
+    def __init__(self, name: str, error: asyncpg.PostgresError) -> None:
+        super().__init__(f"migration {name} failed: {type(error).__name__}: {error}")
+        self.name = name
+        self.error = error
+
+
 async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> list[str]:
     """Apply the migrations not applied yet, each in its own transaction; return their names."""
     directory = directory or schema_dir()
@@ -80,9 +90,12 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
         for path in files:
             if path.name in done:
                 continue
-            async with conn.transaction():
-                await conn.execute(path.read_text(encoding="utf-8"))
-                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", path.name)
+            try:
+                async with conn.transaction():
+                    await conn.execute(path.read_text(encoding="utf-8"))
+                    await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", path.name)
+            except asyncpg.PostgresError as exc:
+                raise MigrationError(path.name, exc) from exc
             applied.append(path.name)
             log.info("applied migration %s", path.name)
     finally:

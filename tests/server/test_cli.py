@@ -122,6 +122,38 @@ def test_unreachable_database_from_environment_is_one_clear_line(config_file):
     assert "database" in line
 
 
+def test_database_that_cannot_be_migrated_is_one_clear_line(config_file, database_url):
+    """A database whose schema history does not fit these migrations (a pre-release build's):
+    one line naming the failed migration and what to do, and nothing of it applied."""
+    import asyncpg
+
+    async def fake_history():
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+                               " applied_at timestamptz NOT NULL DEFAULT now())")
+            # says 001-004 were applied, though none of their tables exist
+            await conn.executemany("INSERT INTO schema_migrations (version) VALUES ($1)",
+                                   [("001_requests.sql",), ("002_rollup_functions.sql",),
+                                    ("003_query_rollups.sql",), ("004_timescaledb.sql",)])
+        finally:
+            await conn.close()
+
+    run_sync(fake_history())
+    line = assert_clean_failure(run_cli("--config", str(config_file), "--port", str(free_port()),
+                                        "--database-url", database_url))
+    assert "migration 005_" in line and "--data-dir" in line, line
+
+    async def versions():
+        conn = await asyncpg.connect(database_url)
+        try:
+            return {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        finally:
+            await conn.close()
+
+    assert max(run_sync(versions())) == "004_timescaledb.sql"  # the failed migration was rolled back
+
+
 def test_zero_workers_is_refused(config_file):
     assert_clean_failure(run_cli("--config", str(config_file), "--workers", "0", "--port", str(free_port())))
 
