@@ -90,10 +90,9 @@ _MISSING_FIELD = re.compile(r"missing required field `(\w+)`")
 
 
 def _error_location(message: str) -> tuple[int | None, str]:
-    missing = _MISSING_FIELD.search(message)
-    m = re.search(r"\$\.requests\[(\d+)\](?:\.(\w+))?", message)
-    if m:
-        return int(m.group(1)), m.group(2) or (missing.group(1) if missing else "record")
+    m = re.search(r"\$\.requests\[(\d+)\]", message)
+    if m:  # about one record: its field, as for a record checked alone
+        return int(m.group(1)), _record_field(message.replace(m.group(0), "$", 1))
     m = re.search(r"\$\.(\w+)", message)
     return None, m.group(1) if m else "body"
 
