@@ -13,6 +13,7 @@ import asyncpg
 
 from .config import SettingsHolder
 from .db import COMPACTION_LOCK, RETENTION_LOCK, UNAVAILABLE_ERRORS, Partitions
+from .queries.params import DAY, FIVE_MINUTES, HOUR, SIX_HOURS, WEEK
 
 log = logging.getLogger("malti.maintenance")
 
@@ -41,13 +42,7 @@ async def compact(conn: asyncpg.Connection) -> int | None:
 
 
 #: bucket width of a rollup table, by the suffix of its name
-BUCKET_WIDTHS = {
-    "5min": timedelta(minutes=5),
-    "1h": timedelta(hours=1),
-    "6h": timedelta(hours=6),
-    "1d": timedelta(days=1),
-    "7d": timedelta(days=7),
-}
+BUCKET_WIDTHS = {"5min": FIVE_MINUTES, "1h": HOUR, "6h": SIX_HOURS, "1d": DAY, "7d": WEEK}
 
 
 async def rollup_tables(conn: asyncpg.Connection) -> list[str]:

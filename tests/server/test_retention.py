@@ -10,6 +10,7 @@ import pytest
 
 from malti_server import db, maintenance
 from malti_server.config import SettingsHolder
+from malti_server.queries.params import DAY, WEEK, floor_time
 from malti_server.validation import Columns
 from malti_server.writer import store_batch
 from malti_testing import config_toml, record
@@ -98,9 +99,8 @@ async def test_retention_keeps_coarse_blocks_that_straddle_the_cutoff(conn, hold
     partitions = db.Partitions(enabled=True)
     now = datetime.now(timezone.utc)
     cutoff = now - timedelta(days=3)
-    origin = datetime(2000, 1, 1, tzinfo=timezone.utc)  # the buckets' origin (a Saturday)
-    day = origin + (cutoff - origin) // timedelta(days=1) * timedelta(days=1)  # the day holding the cutoff
-    week = origin + (cutoff - origin) // timedelta(days=7) * timedelta(days=7)
+    day = floor_time(cutoff, DAY)  # the day holding the cutoff
+    week = floor_time(cutoff, WEEK)
     ages = {"/straddling-day": day, "/whole-day-past": day - timedelta(days=1),
             "/whole-week-past": week - timedelta(days=1)}
     await partitions.ensure(conn, {t.date() for t in ages.values()})
