@@ -25,11 +25,23 @@ class TelemetryBuffer:
         if max_size < 1:
             raise ValueError("max_size must be >= 1")
         self.rows: deque[Row] = deque()
-        self.capacity = max_size
+        self._capacity = max_size
+        self.on_change: Any = None  # called when the capacity changes (the sender's snapshot hook)
         self._lock = threading.Lock()  # only for the rare counters; appends need none
         self.taken = 0  # rows handed to the sender so far (only the sender takes)
         self.total_sent = 0
         self.dropped: dict[str, int] = {}
+
+    @property
+    def capacity(self) -> int:
+        """How many rows the buffer holds at most."""
+        return self._capacity
+
+    @capacity.setter
+    def capacity(self, value: int) -> None:
+        self._capacity = value
+        if self.on_change is not None:
+            self.on_change()
 
     # -- request side ---------------------------------------------------------
     def offer(self, row: Row) -> bool:

@@ -5,6 +5,13 @@ wrapped ``send`` to see the status and the end of the body, and, after the respo
 one tuple appended to a deque. Route patterns come from an index of the app's
 route tree (:mod:`._routes`); JSON, timestamps and network I/O happen later, in
 the sender.
+
+Under a real server the request path runs with cold CPU caches: each object it reads
+costs more than its bytecode. The common case (sender running, a key set, no IP mode,
+no request state, an indexed route) therefore reads one snapshot tuple kept on the
+middleware instead of walking system, sender, config and buffer. The sender forgets
+the snapshot whenever configuration, capacity or its running state changes, and
+:meth:`MaltiMiddleware._record` handles everything else and takes a new one.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from ._consumer import _CONSUMER_HEADERS, ANONYMOUS, consumer_from_scope, contex
 from ._records import KNOWN_METHODS, normalize_method
 from ._routes import RouteResolver
 from ._telemetry import TelemetrySystem, get_telemetry_system
+
+_ANONYMOUS = ANONYMOUS
 
 __all__ = ["MaltiMiddleware"]
 
@@ -53,8 +62,10 @@ class MaltiMiddleware:
         self.app = app
         self.auto_inject_lifespan = auto_inject_lifespan
         self._system = telemetry_system
-        self._routes = RouteResolver(app)
+        self._routes = RouteResolver(app, on_rebuild=self._forget_snapshot)
         self._cached: tuple | None = None  # (config, sender, buffer, settings...) of _settings()
+        # (rows, capacity, clean_mode, route index) while the common case applies, else None
+        self._snapshot: tuple | None = None
 
     @property
     def telemetry_system(self) -> TelemetrySystem:
@@ -93,7 +104,40 @@ class MaltiMiddleware:
                 status = 500
             self._record(scope, status, start, end)
             raise
+        # The common case, inline (see the module docstring); anything else: _record.
+        snapshot = self._snapshot
+        if snapshot is not None and end and 100 <= status <= 599:
+            try:
+                rows, capacity, clean_mode, index = snapshot
+                route = scope.get("route")
+                entry = index.get(id(route))
+                method = KNOWN_METHODS.get(scope["method"])
+                if (
+                    entry is not None
+                    and entry[0] is route
+                    and entry[1].__class__ is str
+                    and method is not None
+                    and not scope.get("state")
+                    and len(rows) < capacity
+                ):
+                    if (status == 404 or status == 401) and clean_mode:
+                        return
+                    consumer = _ANONYMOUS
+                    rank = 4
+                    for name, value in scope["headers"]:
+                        found = _CONSUMER_HEADERS.get(name)
+                        if found is not None and found < rank:
+                            consumer = value or _ANONYMOUS
+                            rank = found
+                    rows.append((method, entry[1], status, (end - start) * 1000.0, consumer, None, time()))
+                    return
+            except Exception:  # telemetry must never break the app
+                logger.debug("Malti: could not record a request", exc_info=True)
+                return
         self._record(scope, status or 500, start, end or perf_counter())
+
+    def _forget_snapshot(self) -> None:
+        self._snapshot = None
 
     def _settings(self) -> tuple:
         """What recording needs of the system, looked up once per configuration."""
@@ -154,8 +198,17 @@ class MaltiMiddleware:
                 buffer.count_dropped("overflow", 1)
             if not sender._running:
                 sender.start_soon()
+            if self._snapshot is None and sender._running and not use_ip:
+                self._take_snapshot(sender, buffer, clean_mode)
         except Exception:  # telemetry must never break the app
             logger.debug("Malti: could not record a request", exc_info=True)
+
+    def _take_snapshot(self, sender: Any, buffer: Any, clean_mode: bool) -> None:
+        version = sender.subscribe(self)
+        self._snapshot = (buffer.rows, buffer.capacity, clean_mode, self._routes._index)
+        # A change between subscribe and here already ran _forget_snapshot: undo the store.
+        if sender._version != version:
+            self._snapshot = None
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         system = self.telemetry_system

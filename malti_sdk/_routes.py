@@ -66,8 +66,9 @@ def _join(prefix: str, path: str) -> str:
 class RouteResolver:
     """Maps the route a request matched to its full pattern (``/api/v2/posts/{post_id}``)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, on_rebuild: Any = None) -> None:
         self._app = app
+        self._on_rebuild = on_rebuild  # called after each rebuild (the index dict is replaced)
         # id(route object) -> (route object, pattern | list of candidates | None for "no pattern")
         self._index: dict[int, tuple[Any, Any]] = {}
         self._built_at = float("-inf")
@@ -83,6 +84,8 @@ class RouteResolver:
         self._index = index
         self._ambiguous = {}
         self._built_at = time.monotonic()
+        if self._on_rebuild is not None:
+            self._on_rebuild()
 
     def _add(self, index: dict, obj: Any, pattern: str | None) -> None:
         key = id(obj)

@@ -385,11 +385,17 @@ class BatchSender:
     """Batches buffered records and delivers them (the original package's name and interface)."""
 
     def __init__(self, config: TelemetryConfig | None = None) -> None:
-        self.config = config if config is not None else TelemetryConfig.from_env()
-        self.buffer = TelemetryBuffer(max_size=self.config.buffer_size)
+        # Middlewares keep a snapshot of what recording needs (buffer, capacity, clean mode)
+        # while the sender runs; any change here forgets those snapshots (see _changed).
+        self._listeners: weakref.WeakSet = weakref.WeakSet()
+        self._listeners_lock = threading.Lock()
+        self._version = 0
+        self._is_running = False
+        self._config = config if config is not None else TelemetryConfig.from_env()
+        self.buffer = TelemetryBuffer(max_size=self._config.buffer_size)
+        self.buffer.on_change = self._changed
         self._encoder = RecordEncoder()
         self._pending: list[_Batch] = []  # taken from the buffer, not yet delivered (oldest first)
-        self._running = False
         self._stopping = False
         self._generation = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -407,6 +413,39 @@ class BatchSender:
             logger.warning("Malti: MALTI_API_KEY not set - telemetry will not be sent")
 
     # ----------------------------------------------------------- configuration
+    @property
+    def config(self) -> TelemetryConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: TelemetryConfig) -> None:
+        self._config = config
+        self._changed()
+
+    @property
+    def _running(self) -> bool:
+        return self._is_running
+
+    @_running.setter
+    def _running(self, value: bool) -> None:
+        if value != self._is_running:
+            self._is_running = value
+            self._changed()
+
+    def _changed(self) -> None:
+        """Configuration, capacity or running state changed: recording snapshots are stale."""
+        self._version += 1  # before clearing: a snapshot taken meanwhile sees it (see subscribe)
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener._forget_snapshot()
+
+    def subscribe(self, listener: Any) -> int:
+        """Register a middleware whose snapshot :meth:`_changed` forgets; the current version."""
+        with self._listeners_lock:
+            self._listeners.add(listener)
+        return self._version
+
     # The original exposed its settings as attributes; keep them readable.
     service_name = property(lambda self: self.config.service_name)
     api_key = property(lambda self: self.config.api_key)
@@ -553,6 +592,7 @@ class BatchSender:
 
     def _after_fork(self) -> None:
         # The parent keeps sending what it buffered; the child starts empty.
+        self._listeners_lock = threading.Lock()
         self.buffer.rows.clear()
         self.buffer.taken = 0
         self._pending = []

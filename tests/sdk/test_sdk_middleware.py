@@ -266,3 +266,89 @@ async def test_consumer_set_by_another_middleware(system):
         assert await call(app, "/x") == [200]
     assert _consumers(system) == ["from-middleware", "from-middleware"]
     assert [r[1] for r in rows(system)] == ["/x", "/x"]
+
+
+# --- the inline common case (a snapshot of the settings kept on the middleware) ----------
+
+
+def _malti_layer(app):
+    layer = app.middleware_stack
+    while not isinstance(layer, MaltiMiddleware):
+        layer = layer.app
+    return layer
+
+
+async def test_common_case_records_the_same_as_the_full_path(system):
+    app = make_app(system)
+    headers = {"x-user-id": "u1", "user-id": "u2"}
+    await call(app, "/ok", "/status/201", headers=headers)
+    layer = _malti_layer(app)
+    assert layer._snapshot is not None, "after the first request the sender runs: the inline path applies"
+    await call(app, "/ok", "/status/201", headers=headers)
+    got = [(r[0], r[1], r[2], r[4], r[5]) for r in rows(system)]
+    assert got[:2] == got[2:] == [("GET", "/ok", 200, b"u1", None), ("GET", "/status/{code}", 201, b"u1", None)]
+    assert all(isinstance(r[3], float) and r[3] >= 0 and r[6] > 0 for r in rows(system))
+    # request state and unknown methods leave the inline path and still record right
+    await call(app, "/who?consumer=c&context=x")
+    await call(app, "/ok", method="m1!")
+    assert [(r[0], r[4], r[5]) for r in rows(system)[4:]] == [("GET", "c", "x"), ("OTHER", "anonymous", None)]
+
+
+async def test_configuration_changes_reach_the_common_case(system):
+    from dataclasses import replace
+
+    app = make_app(system)
+    sender = system.batch_sender
+    sender.config = replace(sender.config, clean_mode=False)
+    await call(app, "/ok", "/status/404")
+    assert _malti_layer(app)._snapshot is not None
+    sender.config = replace(sender.config, clean_mode=True)
+    assert _malti_layer(app)._snapshot is None
+    await call(app, "/status/404", "/status/404")
+    assert [r[2] for r in rows(system)] == [200, 404]
+    sender.config = replace(sender.config, clean_mode=False)
+    await call(app, "/status/404", "/status/404")
+    assert [r[2] for r in rows(system)] == [200, 404, 404, 404]
+    # a smaller buffer: the next records are refused and counted, not lost silently
+    sender.buffer.capacity = 4
+    await call(app, "/ok", "/ok", "/ok")
+    assert len(rows(system)) == 4
+    assert system.get_stats()["dropped"]["overflow"] == 3
+
+
+async def test_a_stopped_sender_is_restarted_by_the_next_request(system):
+    app = make_app(system)
+    await call(app, "/ok", "/ok")
+    layer = _malti_layer(app)
+    assert layer._snapshot is not None
+    await system.stop()
+    assert not system.batch_sender.running and layer._snapshot is None
+    await call(app, "/ok")
+    assert system.batch_sender.running
+    await call(app, "/ok")
+    assert layer._snapshot is not None
+
+
+async def test_routes_added_later_get_their_pattern(system, monkeypatch):
+    monkeypatch.setattr("malti_sdk._routes._REBUILD_EVERY", 0.0)
+    app = make_app(system)
+    await call(app, "/ok", "/ok")
+    assert _malti_layer(app)._snapshot is not None
+
+    async def late(request):
+        return PlainTextResponse("late")
+
+    from starlette.routing import Mount, Router
+
+    app.router.routes.append(Mount("/later", routes=[Route("/items/{item_id}", late)]))
+    await call(app, "/later/items/1", "/later/items/2")
+    assert [r[1] for r in rows(system)] == ["/ok", "/ok", "/later/items/{item_id}", "/later/items/{item_id}"]
+
+
+async def test_a_failure_on_the_common_case_never_reaches_the_app(system, monkeypatch):
+    app = make_app(system)
+    await call(app, "/ok", "/ok")
+    assert _malti_layer(app)._snapshot is not None
+    monkeypatch.setattr("malti_sdk._middleware.time", lambda: 1 / 0)
+    assert await call(app, "/ok") == [200]
+    assert len(rows(system)) == 2
