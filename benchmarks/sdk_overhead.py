@@ -31,9 +31,11 @@ Parts:
    and `uvicorn-fastapi-plain` the same with a minimal FastAPI app (a JSON answer). Two
    reference middlewares run beside ours, to show the floor on each stack: `pass-through`
    (an empty pure-ASGI layer) and `observer` (a layer that only wraps send to see the
-   status and the end of the response, as any request telemetry must). `uvicorn-breakdown`
-   runs ours with its later stages cut off one at a time (telemetry off; records taken
-   but not encoded; encoded but not sent) and prints what each stage costs.
+   status and the end of the response, as any request telemetry must).
+   `uvicorn-breakdown` measures where our cost goes inside one uvicorn process that
+   serves, in turn, the bare app, the observer, ours with telemetry off, ours recording
+   (rows discarded instead of sent) and ours delivering to the stub: separate processes
+   differ by a few percent on their own, as much as the stages measured.
 4. stall: the longest gap of a 1 ms ticker while 20,000 buffered records are sent
    (ours and malti-telemetry's).
 5. memory: bytes per buffered record (tracemalloc), records made by real requests.
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import os
 import socket
@@ -379,23 +382,10 @@ APP_MODULE = textwrap.dedent(
             return status, end - start
 
 
-    variant = os.environ["BENCH_VARIANT"]
+    variant = os.environ.get("BENCH_VARIANT", "")
     if variant.startswith("ours"):
         from malti_sdk import MaltiMiddleware
         app.add_middleware(MaltiMiddleware)
-        # breakdown variants (part uvicorn-breakdown): the same middleware with later stages cut off
-        if variant in ("ours-no-network", "ours-no-encoding"):
-            from malti_sdk import _sender
-
-            async def answered(self, config, batch, timeout):  # as if the server said 200 at once
-                return 200, None, b""
-
-            _sender._Delivery.post = answered
-        if variant == "ours-no-encoding":
-            async def not_encoded(self, rows, service, node, gzip):
-                return b"[]", False
-
-            _sender.RecordEncoder.encode_body_async = not_encoded
     elif variant == "original":
         import malti_telemetry
         logging.getLogger().setLevel(logging.WARNING)
@@ -603,20 +593,8 @@ def part_uvicorn_fastapi_plain() -> None:
 REFERENCE_VARIANTS = ["pass-through", "observer"]
 
 
-#: part uvicorn-breakdown: our middleware with its later stages cut off, one by one
-BREAKDOWN_VARIANTS = ["bare", "observer", "ours-disabled", "ours-no-encoding", "ours-no-network", "ours"]
-BREAKDOWN_STAGES = [
-    ("observer", "bare", "a layer that wraps send (the observer reference)"),
-    ("ours-disabled", "bare", "our layer with telemetry off (no API key: send wrapper, settings, no record)"),
-    ("ours-no-encoding", "ours-disabled", "recording: route, consumer, row into the buffer; sender takes batches"),
-    ("ours-no-network", "ours-no-encoding", "encoding: JSON text and gzip of each batch"),
-    ("ours", "ours-no-network", "delivery: HTTP POST of each batch to the ingest server"),
-]
-VARIANT_ENV = {"ours-disabled": {"MALTI_API_KEY": ""}}
-
-
 def part_uvicorn_breakdown() -> None:
-    part_uvicorn(variants=BREAKDOWN_VARIANTS)
+    part_breakdown()
 
 
 def part_uvicorn(
@@ -687,7 +665,7 @@ def part_uvicorn(
                         workdir,
                         "bench_app",
                         port,
-                        {**env_common, **VARIANT_ENV.get(variant, {}), "BENCH_VARIANT": variant},
+                        {**env_common, "BENCH_VARIANT": variant},
                         app_cpus,
                         log,
                         extra,
@@ -721,12 +699,7 @@ def part_uvicorn(
                     f"  ours adds {ours_cost * 1e6:.1f} µs per request end to end, malti-telemetry"
                     f" {original_cost * 1e6:.1f}: ours is {ours_cost / original_cost:.2f} of malti-telemetry's"
                 )
-            if variants == BREAKDOWN_VARIANTS:
-                print("  where our cost goes (differences of median server CPU µs/req; about ±1 µs of noise each):")
-                for variant, base, what in BREAKDOWN_STAGES:
-                    cost = statistics.median(cpu[variant]) - statistics.median(cpu[base])
-                    print(f"    {cost:+5.1f} µs  {what}")
-            elif "observer" in variants:
+            if "observer" in variants:
                 print(
                     "  (pass-through: an empty pure-ASGI middleware; observer: one that only wraps send to see"
                     " the status and the end of the response; neither records anything)"
@@ -744,6 +717,192 @@ def part_uvicorn(
         finally:
             log.close()
             stop_process(stub)
+
+
+#: part uvicorn-breakdown: one uvicorn process serves several variants of the app in turn
+ROTATION_APP = textwrap.dedent(
+    """
+    import asyncio, json, os, time
+    import bench_app  # the minimal app, its reference middlewares (BENCH_VARIANT unset: bare)
+    from bench_app import SendObserver
+    from malti_sdk import MaltiMiddleware, TelemetryConfig, TelemetrySystem
+
+    def fresh():
+        # a new app instance from the module's factory text (each variant wraps its own)
+        import importlib
+        return importlib.reload(bench_app).app
+
+    NAMES = os.environ["ROTATION_VARIANTS"].split(",")
+    PHASE = float(os.environ["ROTATION_PHASE"])
+    discarded = []  # buffers of ours-recording: emptied by the benchmark instead of sent
+    APPS = []
+    for name in NAMES:
+        app = fresh()
+        if name == "observer":
+            app.add_middleware(SendObserver)
+        elif name == "ours-disabled":
+            system = TelemetrySystem(TelemetryConfig(api_key=None, malti_url="http://127.0.0.1:9"))
+            app.add_middleware(MaltiMiddleware, telemetry_system=system)
+        elif name == "ours-recording":
+            system = TelemetrySystem(TelemetryConfig(
+                api_key="bench", malti_url="http://127.0.0.1:9", batch_size=10**9,
+                batch_interval=10**6, buffer_size=10**8))
+            discarded.append(system.batch_sender.buffer.rows)
+            app.add_middleware(MaltiMiddleware, telemetry_system=system)
+        elif name == "ours":  # the process-wide system: MALTI_* of the environment, the stub
+            app.add_middleware(MaltiMiddleware)
+        APPS.append(app)
+
+    current = [0]
+    served = [0] * len(NAMES)  # every request, warm-up included (for the delivery check)
+    measured = [0] * len(NAMES)
+    cpu = [0.0] * len(NAMES)
+    phases = [0] * len(NAMES)
+    phase = {"cpu": None, "served": 0}
+
+    def rotate():
+        now = time.process_time()
+        if phase["cpu"] is not None:
+            i = current[0]
+            cpu[i] += now - phase["cpu"]
+            measured[i] += served[i] - phase["served"]
+            phases[i] += 1
+        current[0] = (current[0] + 1) % len(APPS)
+        phase["cpu"], phase["served"] = time.process_time(), served[current[0]]
+        asyncio.get_running_loop().call_later(PHASE, rotate)
+
+    def discard():
+        for rows in discarded:
+            rows.clear()
+        asyncio.get_running_loop().call_later(0.2, discard)
+
+    def app(scope, receive, send):  # a plain function: no frame of its own per request
+        if scope["type"] == "http":
+            i = current[0]
+            served[i] += 1
+            return APPS[i](scope, receive, send)
+        return lifespan(scope, receive, send)
+
+    async def lifespan(scope, receive, send):
+        # each variant gets the lifespan messages (our middleware starts and flushes there)
+        inboxes, outboxes = [], []
+        for variant_app in APPS:
+            inbox, outbox = asyncio.Queue(), asyncio.Queue()
+            asyncio.ensure_future(variant_app(dict(scope), inbox.get, outbox.put))
+            inboxes.append(inbox)
+            outboxes.append(outbox)
+        while True:
+            message = await receive()
+            for inbox, outbox in zip(inboxes, outboxes):
+                await inbox.put(message)
+                await outbox.get()
+            if message["type"] == "lifespan.startup":
+                loop = asyncio.get_running_loop()
+                loop.call_later(1.0, rotate)  # the first second (warm-up) is not measured
+                loop.call_later(0.2, discard)
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                with open(os.environ["ROTATION_OUT"], "w") as out:
+                    json.dump({"served": served, "measured": measured, "cpu": cpu, "phases": phases}, out)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    """
+)
+
+ROTATION_VARIANTS = ["bare", "observer", "ours-disabled", "ours-recording", "ours"]
+ROTATION_STAGES = [
+    ("observer", "bare", "the observer reference: a layer that wraps send, records nothing"),
+    ("ours-disabled", "bare", "our layer with telemetry off (no API key): send wrapper, a settings look-up"),
+    ("ours-recording", "ours-disabled", "recording: route, consumer, a row into the buffer"),
+    ("ours", "ours-recording", "delivery: taking batches, JSON, gzip, keep-alive POSTs to the stub"),
+    ("ours", "bare", "ours in all"),
+]
+
+
+def part_breakdown(processes: int = 3, seconds: float = 30.0, phase: float = 2.0, stack: str = "httptools+uvloop") -> None:
+    """Where our cost goes under uvicorn, measured inside one server process.
+
+    Separate server processes per variant differ by a few percent on their own (memory
+    layout, hash seeds, the machine's drift): as much as the stages measured here. So one
+    process holds every variant and serves them in turn, ``phase`` seconds each, while
+    the lean client keeps 8 requests in flight; each variant's server CPU per request is
+    summed over its phases. The sender's work for records of one phase may spill into the
+    next (at most one 0.2 s tick of a 2 s phase).
+    """
+    extra = UVICORN_STACKS[stack]
+    print(
+        f"\n== where our cost goes: one uvicorn process ({stack}, minimal Starlette app) serving"
+        f" {', '.join(ROTATION_VARIANTS)} in turn, {phase:.0f} s each;"
+        f" {processes} processes x {seconds:.0f} s, 8 in flight"
+    )
+    app_cpus, stub_cpus = choose_cores()
+    per_process: list[dict[str, float]] = []
+    rates: list[dict[str, float]] = []
+    served_ours = delivered_ours = 0
+    with tempfile.TemporaryDirectory() as workdir:
+        Path(workdir, "bench_app.py").write_text(APP_MODULE)
+        Path(workdir, "rotation_app.py").write_text(ROTATION_APP)
+        Path(workdir, "stub_ingest.py").write_text(STUB_INGEST)
+        stub_port = free_port()
+        stub = start_uvicorn(workdir, "stub_ingest", stub_port, {}, stub_cpus)
+        try:
+            for number in range(processes):
+                port = free_port()
+                out = Path(workdir, f"rotation{number}.json")
+                env = {
+                    "MALTI_API_KEY": "bench",
+                    "MALTI_URL": f"http://127.0.0.1:{stub_port}",
+                    "MALTI_SERVICE_NAME": "bench",
+                    "ROTATION_VARIANTS": ",".join(ROTATION_VARIANTS),
+                    "ROTATION_PHASE": str(phase),
+                    "ROTATION_OUT": str(out),
+                }
+                before = stub_count(stub_port)
+                proc = start_uvicorn(
+                    workdir, "rotation_app", port, env, app_cpus, None, (*extra, "--interface", "asgi3")
+                )
+                try:
+                    result = subprocess.run(
+                        [sys.executable, "-c", LEAN_CLIENT, str(port), str(seconds), "8"],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                        preexec_fn=pinned_to(app_cpus),
+                    )
+                    if result.stdout.split()[1] != "0":
+                        print(f"  WARNING: {result.stdout.split()[1]} answers were not 200")
+                finally:
+                    stop_process(proc)  # lifespan shutdown: ours flushes what it holds
+                data = json.loads(out.read_text())
+                served_ours += data["served"][ROTATION_VARIANTS.index("ours")]
+                delivered_ours += stub_count(stub_port) - before
+                cost = {
+                    name: data["cpu"][i] / data["measured"][i] * 1e6 for i, name in enumerate(ROTATION_VARIANTS)
+                }
+                rate = {
+                    name: data["measured"][i] / (data["phases"][i] * phase) for i, name in enumerate(ROTATION_VARIANTS)
+                }
+                per_process.append(cost)
+                rates.append(rate)
+                print(
+                    f"  process {number + 1}: server CPU µs/req "
+                    + ", ".join(f"{name} {cost[name]:.1f}" for name in ROTATION_VARIANTS)
+                )
+        finally:
+            stop_process(stub)
+    print("  stage (median over processes of the difference within each process)      µs/req")
+    for variant, base, what in ROTATION_STAGES:
+        diff = statistics.median(p[variant] - p[base] for p in per_process)
+        spread = [round(p[variant] - p[base], 1) for p in per_process]
+        print(f"    {what:74} {diff:+5.2f}   {spread}")
+    print(
+        "  requests/s relative to bare, phase by phase (client and app share a core): "
+        + ", ".join(
+            f"{name} {statistics.median(r[name] / r['bare'] for r in rates):.3f}" for name in ROTATION_VARIANTS[1:]
+        )
+    )
+    check = "ok" if served_ours == delivered_ours else "MISMATCH"
+    print(f"  ours: records received by the stub ingest server: {delivered_ours} of {served_ours} requests served ({check})")
 
 
 class LoopStepMeter:
