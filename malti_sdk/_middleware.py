@@ -8,7 +8,7 @@ the sender.
 
 Under a real server the request path runs with cold CPU caches: each object it reads
 costs more than its bytecode. The common case (sender running, a key set, no IP mode,
-no request state, an indexed route) therefore reads one snapshot tuple kept on the
+no consumer or context in the request state, an indexed route) therefore reads one snapshot tuple kept on the
 middleware instead of walking system, sender, config and buffer. The sender forgets
 the snapshot whenever configuration, capacity or its running state changes, and
 :meth:`MaltiMiddleware._record` handles everything else and takes a new one.
@@ -112,12 +112,13 @@ class MaltiMiddleware:
                 route = scope.get("route")
                 entry = index.get(id(route))
                 method = KNOWN_METHODS.get(scope["method"])
+                state = scope.get("state")  # lifespan state is copied into every request
                 if (
                     entry is not None
                     and entry[0] is route
                     and entry[1].__class__ is str
                     and method is not None
-                    and not scope.get("state")
+                    and (not state or not ("malti_consumer" in state or "context" in state or "malti_context" in state))
                     and len(rows) < capacity
                 ):
                     if (status == 404 or status == 401) and clean_mode:

@@ -352,3 +352,24 @@ async def test_a_failure_on_the_common_case_never_reaches_the_app(system, monkey
     monkeypatch.setattr("malti_sdk._middleware.time", lambda: 1 / 0)
     assert await call(app, "/ok") == [200]
     assert len(rows(system)) == 2
+
+
+async def test_lifespan_state_keeps_the_common_case_and_request_state_still_wins(system):
+    inner = make_app(system)
+
+    async def with_lifespan_state(scope, receive, send):
+        # what uvicorn does for an app whose lifespan yields state: a copy in every request
+        if scope["type"] == "http":
+            scope["state"] = {"pool": object()}
+        await inner(scope, receive, send)
+
+    await call(with_lifespan_state, "/ok", "/ok", headers={"x-consumer-id": "c1"})
+    assert _malti_layer(inner)._snapshot is not None
+    await call(with_lifespan_state, "/who?consumer=from-state&context=ctx", "/who?malti_context=m")
+    got = [(r[1], r[4], r[5]) for r in rows(system)]
+    assert got == [
+        ("/ok", b"c1", None),
+        ("/ok", b"c1", None),
+        ("/who", "from-state", "ctx"),
+        ("/who", "anonymous", "m"),
+    ]
