@@ -4,7 +4,7 @@ Run:  .venv/bin/python benchmarks/sdk_overhead.py            (all parts, ~21 min
       .venv/bin/python benchmarks/sdk_overhead.py inprocess  (one part: inprocess, delivery, uvicorn,
                                                               uvicorn-plain, uvicorn-fastapi,
                                                               uvicorn-fastapi-plain, uvicorn-breakdown,
-                                                              stall, memory)
+                                                              uvicorn-fastapi-breakdown, stall, memory)
 
 Benchmark-only dependencies (not needed by Malti itself):
     pip install malti-telemetry==1.0.4 starlette-exporter prometheus-fastapi-instrumentator \
@@ -597,6 +597,10 @@ def part_uvicorn_breakdown() -> None:
     part_breakdown()
 
 
+def part_uvicorn_fastapi_breakdown() -> None:
+    part_breakdown(app="fastapi")
+
+
 def part_uvicorn(
     seconds: float = 4.0,
     rounds: int = 5,
@@ -819,7 +823,9 @@ ROTATION_STAGES = [
 ]
 
 
-def part_breakdown(processes: int = 3, seconds: float = 30.0, phase: float = 2.0, stack: str = "httptools+uvloop") -> None:
+def part_breakdown(
+    processes: int = 3, seconds: float = 30.0, phase: float = 2.0, stack: str = "httptools+uvloop", app: str = "starlette"
+) -> None:
     """Where our cost goes under uvicorn, measured inside one server process.
 
     Separate server processes per variant differ by a few percent on their own (memory
@@ -831,7 +837,7 @@ def part_breakdown(processes: int = 3, seconds: float = 30.0, phase: float = 2.0
     """
     extra = UVICORN_STACKS[stack]
     print(
-        f"\n== where our cost goes: one uvicorn process ({stack}, minimal Starlette app) serving"
+        f"\n== where our cost goes: one uvicorn process ({stack}, minimal {'FastAPI' if app == 'fastapi' else 'Starlette'} app) serving"
         f" {', '.join(ROTATION_VARIANTS)} in turn, {phase:.0f} s each;"
         f" {processes} processes x {seconds:.0f} s, 8 in flight"
     )
@@ -856,6 +862,7 @@ def part_breakdown(processes: int = 3, seconds: float = 30.0, phase: float = 2.0
                     "ROTATION_VARIANTS": ",".join(ROTATION_VARIANTS),
                     "ROTATION_PHASE": str(phase),
                     "ROTATION_OUT": str(out),
+                    "BENCH_APP": app,
                 }
                 before = stub_count(stub_port)
                 proc = start_uvicorn(
@@ -1128,6 +1135,7 @@ PARTS = {
     "uvicorn-fastapi": part_uvicorn_fastapi,
     "uvicorn-fastapi-plain": part_uvicorn_fastapi_plain,
     "uvicorn-breakdown": part_uvicorn_breakdown,
+    "uvicorn-fastapi-breakdown": part_uvicorn_fastapi_breakdown,
     "stall": part_stall,
     "memory": part_memory,
 }
