@@ -15,7 +15,7 @@ from ._records import Row, TelemetryRecord
 
 
 #: drop reasons of records that never entered the buffer (they still count as added).
-REFUSED_BEFORE_BUFFERING = ("overflow", "invalid")
+REFUSED_BEFORE_BUFFERING = ("overflow", "invalid", "error")
 
 
 class TelemetryBuffer:

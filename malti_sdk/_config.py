@@ -20,12 +20,14 @@ _FALSE = {"false", "0", "no", "off", ""}
 
 
 def _parse_bool(text: str) -> bool:
+    """``true`` (any case) is true and other words false, as in the original package,
+    which compared with ``"true"``; ``1``, ``yes`` and ``on`` are true here as well."""
     value = text.strip().lower()
     if value in _TRUE:
         return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"expected true/false, got {text!r}")
+    if value not in _FALSE:
+        logger.warning("Malti: %r is not true/false; read as false (like the original package)", text)
+    return False
 
 
 def _positive_int(text: str) -> int:

@@ -44,7 +44,8 @@ def anonymize_ip(text: str) -> str:
 
     IPv4 keeps three octets (``192.168.1.100`` -> ``192.168.1.xxx``); IPv6 keeps the
     first 64 bits (``2001:db8:85a3:8d3:1319:8a2e:370:7348`` ->
-    ``2001:db8:85a3:8d3:xxxx:xxxx:xxxx:xxxx``). Anything else is returned unchanged.
+    ``2001:db8:85a3:8d3:xxxx:xxxx:xxxx:xxxx``), without a zone index. Anything else is
+    returned unchanged.
     """
     try:
         address = ipaddress.ip_address(text)
@@ -52,7 +53,10 @@ def anonymize_ip(text: str) -> str:
         return text
     if isinstance(address, ipaddress.IPv4Address):
         return str(address).rsplit(".", 1)[0] + ".xxx"
-    groups = [format(int(group, 16), "x") for group in address.exploded.split(":")[:4]]
+    # The 64-bit prefix from the integer: a zone (``fe80::1%eth0``) is dropped with the
+    # interface bits (the original returned scoped addresses unmasked).
+    prefix = int(address) >> 64
+    groups = [format((prefix >> shift) & 0xFFFF, "x") for shift in (48, 32, 16, 0)]
     return ":".join(groups + ["xxxx"] * 4)
 
 

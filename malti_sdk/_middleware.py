@@ -8,10 +8,11 @@ the sender.
 
 Under a real server the request path runs with cold CPU caches: each object it reads
 costs more than its bytecode. The common case (sender running, a key set, no IP mode,
-no consumer or context in the request state, an indexed route) therefore reads one snapshot tuple kept on the
-middleware instead of walking system, sender, config and buffer. The sender forgets
-the snapshot whenever configuration, capacity or its running state changes, and
-:meth:`MaltiMiddleware._record` handles everything else and takes a new one.
+no consumer or context in the request state, an indexed route) therefore reads one
+snapshot tuple kept on the middleware instead of walking system, sender, config and
+buffer. The sender forgets the snapshot whenever configuration, capacity or its running
+state changes, and :meth:`MaltiMiddleware._record` handles everything else and takes a
+new one.
 """
 
 from __future__ import annotations
@@ -22,10 +23,8 @@ from typing import Any, Awaitable, Callable, MutableMapping
 
 from ._consumer import _CONSUMER_HEADERS, ANONYMOUS, consumer_from_scope, context_from_scope
 from ._records import KNOWN_METHODS, normalize_method
-from ._routes import RouteResolver
+from ._routes import UNMATCHED, RouteResolver, is_mount
 from ._telemetry import TelemetrySystem, get_telemetry_system
-
-_ANONYMOUS = ANONYMOUS
 
 __all__ = ["MaltiMiddleware"]
 
@@ -85,6 +84,10 @@ class MaltiMiddleware:
         start = perf_counter()
         status = 0
         end = 0.0
+        # Where this app is mounted: the middleware may sit on a sub-application below a
+        # Mount, whose prefix its own route index does not know (see _mount_prefix).
+        root = scope.get("root_path")
+        outer = scope.get("route") if root else None
 
         # A plain function returning the inner send's awaitable: one coroutine frame
         # less per message than an ``async def`` wrapper.
@@ -102,13 +105,13 @@ class MaltiMiddleware:
             if not end:
                 end = perf_counter()
                 status = 500
-            self._record(scope, status, start, end)
+            self._record(scope, status, start, end, root, outer)
             raise
         # The common case, inline (see the module docstring); anything else: _record.
         snapshot = self._snapshot
         if snapshot is not None and end and 100 <= status <= 599:
             try:
-                rows, capacity, clean_mode, index = snapshot
+                rows, limit, clean_mode, index = snapshot
                 route = scope.get("route")
                 entry = index.get(id(route))
                 method = KNOWN_METHODS.get(scope["method"])
@@ -118,27 +121,36 @@ class MaltiMiddleware:
                     and entry[0] is route
                     and entry[1].__class__ is str
                     and method is not None
-                    and (not state or not ("malti_consumer" in state or "context" in state or "malti_context" in state))
-                    and len(rows) < capacity
+                    and not (state and ("malti_consumer" in state or "context" in state or "malti_context" in state))
+                    and len(rows) < limit
+                    and (not root or root == scope.get("app_root_path", root))
                 ):
                     if (status == 404 or status == 401) and clean_mode:
                         return
-                    consumer = _ANONYMOUS
+                    consumer = ANONYMOUS
                     rank = 4
                     for name, value in scope["headers"]:
                         found = _CONSUMER_HEADERS.get(name)
                         if found is not None and found < rank:
-                            consumer = value or _ANONYMOUS
+                            consumer = value or ANONYMOUS
                             rank = found
                     rows.append((method, entry[1], status, (end - start) * 1000.0, consumer, None, time()))
                     return
             except Exception:  # telemetry must never break the app
-                logger.debug("Malti: could not record a request", exc_info=True)
+                self._failed()
                 return
-        self._record(scope, status or 500, start, end or perf_counter())
+        self._record(scope, status or 500, start, end or perf_counter(), root, outer)
 
     def _forget_snapshot(self) -> None:
         self._snapshot = None
+
+    def _failed(self) -> None:
+        """A request could not be recorded (a bug, or input nothing anticipated): count it."""
+        logger.debug("Malti: could not record a request", exc_info=True)
+        try:
+            self._settings()[2].count_dropped("error", 1)
+        except Exception:
+            pass
 
     def _settings(self) -> tuple:
         """What recording needs of the system, looked up once per configuration."""
@@ -158,7 +170,9 @@ class MaltiMiddleware:
             )
         return cached
 
-    def _record(self, scope: Scope, status: int, start: float, end: float) -> None:
+    def _record(
+        self, scope: Scope, status: int, start: float, end: float, root: Any = None, outer: Any = None
+    ) -> None:
         try:
             _, sender, buffer, clean_mode, has_key, use_ip, anonymize = self._settings()
             if (status == 404 or status == 401) and clean_mode:
@@ -177,7 +191,9 @@ class MaltiMiddleware:
             if entry is not None and entry[0] is route and entry[1].__class__ is str:
                 endpoint = entry[1]
             else:
-                endpoint = self._routes.resolve(scope)
+                endpoint = self._routes.resolve(scope, root)
+            if root and endpoint != UNMATCHED:
+                endpoint = _mount_prefix(scope, root, outer) + endpoint
             if scope.get("state") or use_ip:
                 consumer = consumer_from_scope(scope, use_ip, anonymize)
                 context = context_from_scope(scope)
@@ -197,18 +213,24 @@ class MaltiMiddleware:
                 rows.append(row)
             else:
                 buffer.count_dropped("overflow", 1)
-            if not sender._running:
+            # A buffer past the sender's usual backlog (or no sender) is the moment to check
+            # the sender is alive: its event loop may have closed under it.
+            if not sender._running or (len(rows) >= _backlog_limit(sender) and not sender._alive()):
                 sender.start_soon()
             if self._snapshot is None and sender._running and not use_ip:
-                self._take_snapshot(sender, buffer, clean_mode)
+                self._take_snapshot(sender)
         except Exception:  # telemetry must never break the app
-            logger.debug("Malti: could not record a request", exc_info=True)
+            self._failed()
 
-    def _take_snapshot(self, sender: Any, buffer: Any, clean_mode: bool) -> None:
+    def _take_snapshot(self, sender: Any) -> None:
+        # Version first, settings after: a change from here on forgets what is stored below.
         version = sender.subscribe(self)
-        self._snapshot = (buffer.rows, buffer.capacity, clean_mode, self._routes._index)
+        config, buffer, index = sender.config, sender.buffer, self._routes._index
+        if not config.api_key or config.use_ip_as_consumer:
+            return
+        self._snapshot = (buffer.rows, _backlog_limit(sender), config.clean_mode, index)
         # A change between subscribe and here already ran _forget_snapshot: undo the store.
-        if sender._version != version:
+        if sender._version != version or self._routes._index is not index:
             self._snapshot = None
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -232,3 +254,30 @@ class MaltiMiddleware:
             await send(message)
 
         await self.app(scope, receive_with_start, send_with_stop)
+
+
+def _backlog_limit(sender: Any) -> int:
+    """Buffered rows past which the inline path hands over to :meth:`MaltiMiddleware._record`.
+
+    A running sender keeps the buffer below a batch or two; a longer one means the
+    server is unreachable (retries are going on) or the sender died with its loop, which
+    the slow path checks. Never more than the capacity, whose overflow it counts.
+    """
+    config = sender.config
+    return min(sender.buffer.capacity, max(4 * config.batch_size, 10_000))
+
+
+def _mount_prefix(scope: Scope, root: str, outer: Any) -> str:
+    """The path prefix of the Mount this middleware's app sits below, else "".
+
+    ``root`` is the ``root_path`` the middleware was called with; Starlette's Mount
+    extends it by the matched prefix and keeps the application's own in
+    ``app_root_path``. The matched prefix holds concrete values when the Mount has
+    path parameters: then no prefix, rather than one endpoint per value.
+    """
+    app_root = scope.get("app_root_path", root)
+    if root == app_root or not root.startswith(app_root):
+        return ""
+    if outer is not None and is_mount(outer) and "{" in (getattr(outer, "path", "") or ""):
+        return ""
+    return root[len(app_root) :]

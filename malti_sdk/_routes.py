@@ -123,7 +123,7 @@ class RouteResolver:
             for context in contexts():
                 effective = getattr(context, "starlette_route", None) or context
                 original = getattr(context, "original_route", None)
-                if _is_mount(effective):
+                if is_mount(effective):
                     self._walk_mount(effective, prefix, index, depth, also=original)
                     continue
                 path = getattr(effective, "path", None)
@@ -138,7 +138,7 @@ class RouteResolver:
                         self._add(index, original, pattern)
                     self._add_endpoint(index, getattr(original, "endpoint", None), pattern)
             return
-        if _is_mount(route):
+        if is_mount(route):
             self._walk_mount(route, prefix, index, depth)
             return
         sub_routes = getattr(route, "routes", None)
@@ -175,8 +175,11 @@ class RouteResolver:
                 self._add(index, also, pattern)
 
     # ---------------------------------------------------------------- resolve
-    def resolve(self, scope: dict) -> str:
-        """The full route pattern of a finished request, or :data:`UNMATCHED`."""
+    def resolve(self, scope: dict, root: str | None = None) -> str:
+        """The full route pattern of a finished request, or :data:`UNMATCHED`.
+
+        ``root`` is the ``root_path`` the application was called with.
+        """
         route = scope.get("route")
         if route is None:
             route = scope.get("endpoint")
@@ -186,8 +189,7 @@ class RouteResolver:
         if entry is None or entry[0] is not route:
             entry = self._reindex(route)
             if entry is None:
-                path = getattr(route, "path", None)
-                return path if isinstance(path, str) and path else UNMATCHED
+                return _unindexed(route, scope, root or "")
         pattern = entry[1]
         if pattern.__class__ is str:
             return pattern
@@ -231,7 +233,28 @@ class RouteResolver:
         return found
 
 
-def _is_mount(route: Any) -> bool:
+def _unindexed(route: Any, scope: dict, root: str) -> str:
+    """The pattern of a route the index does not hold (added since the last walk, or
+    behind an app whose routes cannot be walked): its path, after the router prefixes
+    FastAPI records and the Mount prefixes Starlette added to ``root_path``."""
+    if is_mount(route) and getattr(route, "routes", None):
+        return UNMATCHED  # a Mount whose router matched nothing inside
+    path = None
+    fastapi_scope = scope.get("fastapi")
+    if isinstance(fastapi_scope, dict):
+        path = getattr(fastapi_scope.get("effective_route_context"), "path", None)
+    if not isinstance(path, str) or not path:
+        path = getattr(route, "path", None)
+        if not isinstance(path, str) or not path:
+            return UNMATCHED
+    current = scope.get("root_path") or ""
+    if is_mount(route):
+        return path + "/{path}"  # an opaque app: its root_path is the concrete prefix
+    mounts = current[len(root) :] if current.startswith(root) else ""
+    return mounts + path
+
+
+def is_mount(route: Any) -> bool:
     from starlette.routing import Mount
 
     return isinstance(route, Mount)

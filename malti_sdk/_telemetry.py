@@ -178,6 +178,10 @@ def get_malti_stats() -> dict[str, Any]:
     return get_telemetry_system().get_stats()
 
 
+# The original's configure_malti tested these with ``if value:``.
+_SKIPPED_WHEN_FALSY = frozenset({"service_name", "api_key", "malti_url", "node", "batch_size", "batch_interval"})
+
+
 def configure_malti(
     service_name: str | None = None,
     api_key: str | None = None,
@@ -192,9 +196,11 @@ def configure_malti(
 ) -> None:
     """Configure the instrumentation, like the original: each given value sets its ``MALTI_*`` variable.
 
-    Unlike the original, the process-wide system also picks the values up when it
-    already exists. Any other setting of :class:`TelemetryConfig` may be given by name
-    (``retry_delay=1.0``, ``buffer_size=200_000``...).
+    As in the original, ``None`` leaves a setting alone, and so does an empty name, key,
+    URL or node and a zero batch size or interval. Unlike the original, the process-wide
+    system also picks the values up when it already exists. Any other setting of
+    :class:`TelemetryConfig` may be given by name (``retry_delay=1.0``,
+    ``buffer_size=200_000``...); those are skipped only when ``None``.
     """
     given = dict(
         service_name=service_name,
@@ -211,7 +217,7 @@ def configure_malti(
     for name, value in given.items():
         if name not in _ENV:
             raise TypeError(f"configure_malti() got an unknown setting {name!r}")
-        if value is None:
+        if value is None or (not value and name in _SKIPPED_WHEN_FALSY):
             continue
         variable = _ENV[name][0]
         os.environ[variable] = ("true" if value else "false") if isinstance(value, bool) else str(value)

@@ -89,8 +89,35 @@ def test_malformed_values_fall_back_to_defaults_with_a_warning(clean_env, caplog
     clean_env.setenv("MALTI_CLEAN_MODE", "maybe")
     with caplog.at_level(logging.WARNING, logger="malti_sdk"):
         config = TelemetryConfig.from_env()
-    assert (config.batch_size, config.batch_interval, config.clean_mode) == (500, 60.0, True)
-    assert "MALTI_BATCH_SIZE" in caplog.text and "MALTI_CLEAN_MODE" in caplog.text
+    # a word that is not "true" reads as false, like the original (which compared with "true")
+    assert (config.batch_size, config.batch_interval, config.clean_mode) == (500, 60.0, False)
+    assert "MALTI_BATCH_SIZE" in caplog.text and "'maybe'" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("true", True), ("True", True), (" TRUE ", True), ("1", True), ("yes", True), ("on", True),
+     ("false", False), ("False", False), ("0", False), ("", False), ("disabled", False), ("enabled", False)],
+)
+def test_booleans_read_like_the_original(clean_env, text, expected):
+    clean_env.setenv("MALTI_CLEAN_MODE", text)
+    clean_env.setenv("MALTI_USE_IP_AS_CONSUMER", text)
+    config = TelemetryConfig.from_env()
+    assert (config.clean_mode, config.use_ip_as_consumer) == (expected, expected)
+
+
+def test_configure_malti_skips_empty_values_like_the_original(clean_env):
+    import os
+
+    configure_malti(service_name="billing", api_key="key-1", batch_size=50, batch_interval=5.0)
+    configure_malti(service_name="", api_key="", malti_url="", node="", batch_size=0, batch_interval=0.0)
+    assert (os.environ["MALTI_SERVICE_NAME"], os.environ["MALTI_API_KEY"]) == ("billing", "key-1")
+    assert (os.environ["MALTI_BATCH_SIZE"], os.environ["MALTI_BATCH_INTERVAL"]) == ("50", "5.0")
+    assert "MALTI_URL" not in os.environ and "MALTI_NODE" not in os.environ
+    configure_malti(clean_mode=False, max_retries=0)  # booleans and the added settings: only None is skipped
+    assert (os.environ["MALTI_CLEAN_MODE"], os.environ["MALTI_MAX_RETRIES"]) == ("false", "0")
+    c = get_telemetry_system().config
+    assert (c.service_name, c.api_key, c.batch_size, c.clean_mode, c.max_retries) == ("billing", "key-1", 50, False, 0)
 
 
 def test_configure_malti_sets_the_environment_and_the_live_system(clean_env):

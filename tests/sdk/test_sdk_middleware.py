@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 
 import httpx
 import pytest
@@ -148,6 +150,8 @@ async def test_context_from_request_state(system):
         (True, "203.0.113.7, 10.0.0.1", "203.0.113.xxx"),
         (True, "2001:db8:85a3:8d3:1319:8a2e:370:7348", "2001:db8:85a3:8d3:xxxx:xxxx:xxxx:xxxx"),
         (True, "not-an-ip, 10.0.0.1", "192.0.2.xxx"),  # invalid leftmost entry: the client address
+        (True, "fe80::1%eth0", "fe80:0:0:0:xxxx:xxxx:xxxx:xxxx"),  # a zone index is masked too
+        (False, "fe80::1%eth0", "fe80::1%eth0"),
         (False, None, "192.0.2.10"),
     ],
 )
@@ -351,7 +355,54 @@ async def test_a_failure_on_the_common_case_never_reaches_the_app(system, monkey
     assert _malti_layer(app)._snapshot is not None
     monkeypatch.setattr("malti_sdk._middleware.time", lambda: 1 / 0)
     assert await call(app, "/ok") == [200]
+    assert await call(app, "/who?consumer=slow-path") == [200]
     assert len(rows(system)) == 2
+    # not lost silently: both are counted
+    assert system.get_stats()["dropped"] == {"error": 2}
+    assert system.get_stats()["total_added"] == 4
+
+
+async def test_a_configuration_change_while_the_snapshot_is_taken_is_not_missed(system, monkeypatch):
+    from dataclasses import replace
+
+    sender = system.batch_sender
+    sender.config = replace(sender.config, clean_mode=False)
+    subscribe = sender.subscribe
+
+    def subscribe_after_a_change(listener):
+        # another thread turns clean mode on just before the middleware subscribes
+        sender.config = replace(sender.config, clean_mode=True)
+        monkeypatch.setattr(sender, "subscribe", subscribe)
+        return subscribe(listener)
+
+    monkeypatch.setattr(sender, "subscribe", subscribe_after_a_change)
+    app = make_app(system)
+    await call(app, "/ok")
+    assert _malti_layer(app)._snapshot is not None
+    await call(app, "/status/404", "/status/401", "/ok")
+    assert [r[2] for r in rows(system)] == [200, 200]
+
+
+def test_a_sender_whose_event_loop_closed_is_restarted(system, monkeypatch):
+    monkeypatch.setattr("malti_sdk._middleware._backlog_limit", lambda sender: 3)
+    app = make_app(system)
+    sender = system.batch_sender
+    old_loop = asyncio.new_event_loop()
+    old_loop.run_until_complete(call(app, "/ok"))
+    old_loop.close()  # without cancelling the sender's task (it never ends)
+    assert sender.running and not sender._alive()
+
+    async def later():
+        await call(app, "/ok", "/ok", "/ok", "/ok")
+        alive = sender._alive()
+        await system.stop()
+        return alive
+
+    assert asyncio.run(later()), "the request past the backlog limit restarted the sender"
+    with warnings.catch_warnings():  # the abandoned task of the closed loop, collected here
+        warnings.simplefilter("ignore")
+        del old_loop
+        gc.collect()
 
 
 async def test_lifespan_state_keeps_the_common_case_and_request_state_still_wins(system):
@@ -373,3 +424,44 @@ async def test_lifespan_state_keeps_the_common_case_and_request_state_still_wins
         ("/who", "from-state", "ctx"),
         ("/who", "anonymous", "m"),
     ]
+
+
+# --- where the app sits: below a Mount, behind a proxy prefix ---------------------------
+
+
+async def test_middleware_on_a_mounted_sub_application_records_the_mount_prefix(system):
+    from starlette.routing import Mount
+
+    sub = make_app(system)
+    outer = Starlette(routes=[Mount("/api/v2", app=sub), Mount("/t/{tenant}", app=sub)])
+    assert await call(outer, "/api/v2/ok", "/api/v2/status/201", "/api/v2/nope", "/t/acme/ok") == [200, 201, 404, 200]
+    system.batch_sender.config = __import__("dataclasses").replace(system.config, clean_mode=False)
+    await call(outer, "/api/v2/nope")
+    # a parameterised Mount above would put its values into the pattern: no prefix then
+    assert [r[1] for r in rows(system)] == ["/api/v2/ok", "/api/v2/status/{code}", "/ok", "<unmatched>"]
+
+
+async def test_a_proxy_root_path_is_not_part_of_the_pattern(system):
+    app = make_app(system)
+    transport = httpx.ASGITransport(app=app, root_path="/proxy")
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for _ in range(3):
+            assert (await client.get("/proxy/status/201")).status_code == 201
+    assert [r[1] for r in rows(system)] == ["/status/{code}"] * 3
+
+
+async def test_a_route_added_to_a_mounted_router_before_the_next_walk_keeps_its_prefix(system, monkeypatch):
+    from starlette.routing import Mount
+
+    monkeypatch.setattr("malti_sdk._routes._REBUILD_EVERY", 3600.0)
+
+    async def late(request):
+        return PlainTextResponse("late")
+
+    app = make_app(system)
+    mount = Mount("/api", routes=[Route("/first", late)])
+    app.router.routes.append(mount)
+    await call(app, "/api/first")
+    mount.routes.append(Route("/late/{item_id}", late))  # not walked yet: the index does not know it
+    await call(app, "/api/late/1", "/api/late/2")
+    assert [r[1] for r in rows(system)] == ["/api/first", "/api/late/{item_id}", "/api/late/{item_id}"]
