@@ -21,7 +21,7 @@ REFUSED_BEFORE_BUFFERING = ("overflow", "invalid", "error")
 class TelemetryBuffer:
     """Thread-safe bounded buffer of telemetry records (the original package's name and methods)."""
 
-    def __init__(self, max_size: int = 100_000) -> None:
+    def __init__(self, max_size: int = 10_000) -> None:
         if max_size < 1:
             raise ValueError("max_size must be >= 1")
         self.rows: deque[Row] = deque()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
 import logging
 import os
 import random
@@ -381,6 +382,18 @@ def _reset_all_after_fork() -> None:
         sender._after_fork()
 
 
+def _setting(name: str) -> property:
+    """A BatchSender attribute backed by its configuration, as the original's were."""
+
+    def get(self: "BatchSender") -> Any:
+        return getattr(self._config, name)
+
+    def set(self: "BatchSender", value: Any) -> None:
+        self.config = dataclasses.replace(self._config, **{name: value})
+
+    return property(get, set, doc=f"``config.{name}``; assigning it replaces the configuration.")
+
+
 class BatchSender:
     """Batches buffered records and delivers them (the original package's name and interface)."""
 
@@ -446,23 +459,24 @@ class BatchSender:
             self._listeners.add(listener)
         return self._version
 
-    # The original exposed its settings as attributes; keep them readable.
-    service_name = property(lambda self: self.config.service_name)
-    api_key = property(lambda self: self.config.api_key)
-    malti_url = property(lambda self: self.config.malti_url)
-    node = property(lambda self: self.config.node)
-    batch_size = property(lambda self: self.config.batch_size)
-    batch_interval = property(lambda self: self.config.batch_interval)
-    max_retries = property(lambda self: self.config.max_retries)
-    retry_delay = property(lambda self: self.config.retry_delay)
-    http_timeout = property(lambda self: self.config.http_timeout)
-    max_keepalive_connections = property(lambda self: self.config.max_keepalive_connections)
-    max_connections = property(lambda self: self.config.max_connections)
-    overflow_threshold_percent = property(lambda self: self.config.overflow_threshold_percent)
+    # The original exposed its settings as plain attributes: readable and assignable
+    # (an assignment replaces the configuration, which every snapshot then forgets).
+    service_name = _setting("service_name")
+    api_key = _setting("api_key")
+    malti_url = _setting("malti_url")
+    node = _setting("node")
+    batch_size = _setting("batch_size")
+    batch_interval = _setting("batch_interval")
+    max_retries = _setting("max_retries")
+    retry_delay = _setting("retry_delay")
+    http_timeout = _setting("http_timeout")
+    max_keepalive_connections = _setting("max_keepalive_connections")
+    max_connections = _setting("max_connections")
+    overflow_threshold_percent = _setting("overflow_threshold_percent")
     overflow_threshold = property(lambda self: self.config.overflow_threshold)
-    clean_mode = property(lambda self: self.config.clean_mode)
-    use_ip_as_consumer = property(lambda self: self.config.use_ip_as_consumer)
-    ip_anonymize = property(lambda self: self.config.ip_anonymize)
+    clean_mode = _setting("clean_mode")
+    use_ip_as_consumer = _setting("use_ip_as_consumer")
+    ip_anonymize = _setting("ip_anonymize")
     ingest_endpoint = property(lambda self: self.config.ingest_url)
 
     @property

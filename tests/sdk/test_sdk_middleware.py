@@ -465,3 +465,15 @@ async def test_a_route_added_to_a_mounted_router_before_the_next_walk_keeps_its_
     mount.routes.append(Route("/late/{item_id}", late))  # not walked yet: the index does not know it
     await call(app, "/api/late/1", "/api/late/2")
     assert [r[1] for r in rows(system)] == ["/api/first", "/api/late/{item_id}", "/api/late/{item_id}"]
+
+
+async def test_sender_settings_are_assignable_like_the_originals_attributes(system):
+    app = make_app(system)
+    await call(app, "/ok", "/status/404")
+    system.batch_sender.clean_mode = False  # the original kept its settings as plain attributes
+    system.batch_sender.node = "pod-9"
+    await call(app, "/status/404")
+    assert system.config.clean_mode is False and system.batch_sender.node == "pod-9"
+    assert [r[2] for r in rows(system)] == [200, 404]
+    with pytest.raises(AttributeError):
+        system.batch_sender.ingest_endpoint = "http://elsewhere"  # derived: read-only
