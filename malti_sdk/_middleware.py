@@ -90,14 +90,23 @@ class MaltiMiddleware:
         outer = scope.get("route") if root else None
 
         # A plain function returning the inner send's awaitable: one coroutine frame
-        # less per message than an ``async def`` wrapper.
+        # less per message than an ``async def`` wrapper, except for the last one.
         def send_with_telemetry(message: Message) -> Awaitable[None]:
-            nonlocal status, end
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
             elif not message.get("more_body"):
-                end = perf_counter()  # last body chunk (or trailers / pathsend): response complete
+                return send_last(message)  # last body chunk (or trailers / pathsend)
             return send(message)
+
+        async def send_last(message: Message) -> None:
+            # The response is complete once the server took the last chunk, which
+            # includes waiting for a slow client to drain the server's write buffer.
+            nonlocal end
+            try:
+                await send(message)
+            finally:
+                end = perf_counter()
 
         try:
             await self.app(scope, receive, send_with_telemetry)

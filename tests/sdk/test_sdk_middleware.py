@@ -195,6 +195,23 @@ async def test_response_time_runs_to_the_last_body_chunk_not_background_tasks(sy
     assert 50.0 <= response_time < 500.0
 
 
+async def test_response_time_includes_the_server_taking_the_last_chunk(system):
+    # uvicorn's send waits while a slow client drains its write buffer: that is part of the response
+    app = make_app(system)
+    scope = {"type": "http", "method": "GET", "path": "/ok", "root_path": "", "query_string": b"", "headers": []}
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def slow_send(message):
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            await asyncio.sleep(0.05)
+
+    await app(scope, receive, slow_send)
+    await app(dict(scope), receive, slow_send)  # the second goes through the inline path
+    assert [r[3] >= 50.0 for r in rows(system)] == [True, True]
+
+
 async def test_websockets_pass_through(system):
     async def echo(websocket):
         await websocket.accept()
