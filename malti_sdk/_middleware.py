@@ -203,19 +203,8 @@ class MaltiMiddleware:
                 endpoint = self._routes.resolve(scope, root)
             if root and endpoint != UNMATCHED:
                 endpoint = _mount_prefix(scope, root, outer) + endpoint
-            if scope.get("state") or use_ip:
-                consumer = consumer_from_scope(scope, use_ip, anonymize)
-                context = context_from_scope(scope)
-            else:
-                # the common case inline: the best consumer header, kept as raw bytes
-                consumer = ANONYMOUS
-                rank = 4
-                for name, value in scope["headers"]:
-                    found = _CONSUMER_HEADERS.get(name)
-                    if found is not None and found < rank:
-                        consumer = value or ANONYMOUS
-                        rank = found
-                context = None
+            consumer = consumer_from_scope(scope, use_ip, anonymize)
+            context = context_from_scope(scope)
             row = (method, endpoint, status, (end - start) * 1000.0, consumer, context, time())
             rows = buffer.rows
             if len(rows) < buffer.capacity:
