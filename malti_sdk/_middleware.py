@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, MutableMapping
 
 from ._consumer import _CONSUMER_HEADERS, ANONYMOUS, consumer_from_scope, context_from_scope
 from ._records import KNOWN_METHODS, normalize_method
-from ._routes import UNMATCHED, RouteResolver, is_mount
+from ._routes import UNMATCHED, RouteResolver
 from ._telemetry import TelemetrySystem, get_telemetry_system
 
 __all__ = ["MaltiMiddleware"]
@@ -87,7 +87,7 @@ class MaltiMiddleware:
         # Where this app is mounted: the middleware may sit on a sub-application below a
         # Mount, whose prefix its own route index does not know (see _mount_prefix).
         root = scope.get("root_path")
-        outer = scope.get("route") if root else None
+        params = scope.get("path_params") if root else None  # a parameterised Mount above
 
         # A plain function returning the inner send's awaitable: one coroutine frame
         # less per message than an ``async def`` wrapper, except for the last one.
@@ -114,7 +114,7 @@ class MaltiMiddleware:
             if not end:
                 end = perf_counter()
                 status = 500
-            self._record(scope, status, start, end, root, outer)
+            self._record(scope, status, start, end, root, params)
             raise
         # The common case, inline (see the module docstring); anything else: _record.
         snapshot = self._snapshot
@@ -148,7 +148,7 @@ class MaltiMiddleware:
             except Exception:  # telemetry must never break the app
                 self._failed()
                 return
-        self._record(scope, status or 500, start, end or perf_counter(), root, outer)
+        self._record(scope, status or 500, start, end or perf_counter(), root, params)
 
     def _forget_snapshot(self) -> None:
         self._snapshot = None
@@ -180,7 +180,7 @@ class MaltiMiddleware:
         return cached
 
     def _record(
-        self, scope: Scope, status: int, start: float, end: float, root: Any = None, outer: Any = None
+        self, scope: Scope, status: int, start: float, end: float, root: Any = None, params: Any = None
     ) -> None:
         try:
             _, sender, buffer, clean_mode, has_key, use_ip, anonymize = self._settings()
@@ -202,7 +202,7 @@ class MaltiMiddleware:
             else:
                 endpoint = self._routes.resolve(scope, root)
             if root and endpoint != UNMATCHED:
-                endpoint = _mount_prefix(scope, root, outer) + endpoint
+                endpoint = _mount_prefix(scope, root, params) + endpoint
             consumer = consumer_from_scope(scope, use_ip, anonymize)
             context = context_from_scope(scope)
             row = (method, endpoint, status, (end - start) * 1000.0, consumer, context, time())
@@ -211,20 +211,24 @@ class MaltiMiddleware:
                 rows.append(row)
             else:
                 buffer.count_dropped("overflow", 1)
+        except Exception:  # telemetry must never break the app
+            self._failed()
+            return
+        try:
             # A buffer past the sender's usual backlog (or no sender) is the moment to check
             # the sender is alive: its event loop may have closed under it.
             if not sender._running or (len(rows) >= _backlog_limit(sender) and not sender._alive()):
                 sender.start_soon()
             if self._snapshot is None and sender._running and not use_ip:
                 self._take_snapshot(sender)
-        except Exception:  # telemetry must never break the app
-            self._failed()
+        except Exception:  # the record is buffered: only the housekeeping failed
+            logger.debug("Malti: could not start the sender", exc_info=True)
 
     def _take_snapshot(self, sender: Any) -> None:
         # Version first, settings after: a change from here on forgets what is stored below.
         version = sender.subscribe(self)
         config, buffer, index = sender.config, sender.buffer, self._routes._index
-        if not config.api_key or config.use_ip_as_consumer:
+        if not config.api_key or config.use_ip_as_consumer or not sender._running:
             return
         self._snapshot = (buffer.rows, _backlog_limit(sender), config.clean_mode, index)
         # A change between subscribe and here already ran _forget_snapshot: undo the store.
@@ -265,17 +269,16 @@ def _backlog_limit(sender: Any) -> int:
     return min(sender.buffer.capacity, max(4 * config.batch_size, 10_000))
 
 
-def _mount_prefix(scope: Scope, root: str, outer: Any) -> str:
+def _mount_prefix(scope: Scope, root: str, params: Any) -> str:
     """The path prefix of the Mount this middleware's app sits below, else "".
 
-    ``root`` is the ``root_path`` the middleware was called with; Starlette's Mount
-    extends it by the matched prefix and keeps the application's own in
-    ``app_root_path``. The matched prefix holds concrete values when the Mount has
-    path parameters: then no prefix, rather than one endpoint per value.
+    ``root`` and ``params`` are the ``root_path`` and ``path_params`` the middleware
+    was called with; Starlette's Mount extends ``root_path`` by the matched prefix and
+    keeps the application's own in ``app_root_path``. The matched prefix holds
+    concrete values when a Mount above has path parameters: then no prefix, rather
+    than one endpoint per value.
     """
     app_root = scope.get("app_root_path", root)
-    if root == app_root or not root.startswith(app_root):
-        return ""
-    if outer is not None and is_mount(outer) and "{" in (getattr(outer, "path", "") or ""):
+    if params or root == app_root or not root.startswith(app_root):
         return ""
     return root[len(app_root) :]

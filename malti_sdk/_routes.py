@@ -15,10 +15,13 @@ personal data.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Iterable
 
 UNMATCHED = "<unmatched>"
+
+_PARAMETER = re.compile(r"{(\w+)")
 
 _REBUILD_EVERY = 1.0  # seconds: an unknown route object triggers at most one re-index per second
 _AMBIGUOUS_CACHE_LIMIT = 4096
@@ -195,7 +198,7 @@ class RouteResolver:
             return pattern
         if pattern is None:
             return UNMATCHED
-        return self._disambiguate(route, pattern, scope)
+        return self._disambiguate(route, pattern, scope, root)
 
     def _reindex(self, route: Any) -> tuple[Any, Any] | None:
         if time.monotonic() - self._built_at >= _REBUILD_EVERY:
@@ -205,7 +208,7 @@ class RouteResolver:
                 return entry
         return None
 
-    def _disambiguate(self, route: Any, candidates: list[_Candidate], scope: dict) -> str:
+    def _disambiguate(self, route: Any, candidates: list[_Candidate], scope: dict, root: str | None) -> str:
         # FastAPI leaves the effective (prefixed) route context of an included router.
         fastapi_scope = scope.get("fastapi")
         if isinstance(fastapi_scope, dict):
@@ -214,8 +217,9 @@ class RouteResolver:
                 entry = self._index.get(id(context))
                 if entry is not None and entry[0] is context and entry[1].__class__ is str:
                     return entry[1]
+        # the path below the app the middleware wraps (candidates are relative to it)
         path = scope.get("path", "")
-        app_root = scope.get("app_root_path", "")
+        app_root = root if root is not None else scope.get("app_root_path", "")
         if app_root and path.startswith(app_root):
             path = path[len(app_root) :]
         key = (id(route), path)
@@ -237,7 +241,8 @@ def _unindexed(route: Any, scope: dict, root: str) -> str:
     """The pattern of a route the index does not hold (added since the last walk, or
     behind an app whose routes cannot be walked): its path, after the router prefixes
     FastAPI records and the Mount prefixes Starlette added to ``root_path``."""
-    if is_mount(route) and getattr(route, "routes", None):
+    mount = is_mount(route)
+    if mount and getattr(route, "routes", None):
         return UNMATCHED  # a Mount whose router matched nothing inside
     path = None
     fastapi_scope = scope.get("fastapi")
@@ -247,11 +252,15 @@ def _unindexed(route: Any, scope: dict, root: str) -> str:
         path = getattr(route, "path", None)
         if not isinstance(path, str) or not path:
             return UNMATCHED
+    # The Mounts above added their matched (concrete) prefixes to root_path: usable
+    # only when none of them had path parameters, i.e. all path parameters are the route's.
     current = scope.get("root_path") or ""
-    if is_mount(route):
-        return path + "/{path}"  # an opaque app: its root_path is the concrete prefix
     mounts = current[len(root) :] if current.startswith(root) else ""
-    return mounts + path
+    if mount:  # an opaque app: root_path ends with its own prefix, concrete if it has parameters
+        mounts = mounts[: len(mounts) - len(path)] if mounts.endswith(path) else ""
+    if set(scope.get("path_params") or ()) - set(_PARAMETER.findall(path)):
+        mounts = ""
+    return mounts + path + "/{path}" if mount else mounts + path
 
 
 def is_mount(route: Any) -> bool:

@@ -8,6 +8,7 @@ Importing this module has no side effect: no logging setup, no thread, no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -214,6 +215,7 @@ def configure_malti(
         ip_anonymize=ip_anonymize,
         **settings,
     )
+    written = []
     for name, value in given.items():
         if name not in _ENV:
             raise TypeError(f"configure_malti() got an unknown setting {name!r}")
@@ -221,9 +223,13 @@ def configure_malti(
             continue
         variable = _ENV[name][0]
         os.environ[variable] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        written.append(name)
     system = _system
-    if system is not None:
-        config = TelemetryConfig.from_env()
-        system.batch_sender.config = config
-        system.batch_sender.buffer.capacity = config.buffer_size
+    if system is not None and written:
+        # Only what was given changes (read back as the environment parses it): settings
+        # assigned on the sender since it was built stay.
+        fresh = TelemetryConfig.from_env()
+        sender = system.batch_sender
+        sender.config = dataclasses.replace(sender.config, **{name: getattr(fresh, name) for name in written})
+        sender.buffer.capacity = sender.config.buffer_size
     logger.debug("Malti configuration updated")

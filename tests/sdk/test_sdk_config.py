@@ -229,3 +229,11 @@ def test_import_has_no_side_effects():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_configure_malti_changes_only_what_it_is_given(clean_env):
+    sender = get_telemetry_system().batch_sender
+    sender.clean_mode = False
+    sender.batch_size = 50
+    configure_malti(node="pod-1")
+    assert (sender.clean_mode, sender.batch_size, sender.node) == (False, 50, "pod-1")

@@ -494,3 +494,91 @@ async def test_sender_settings_are_assignable_like_the_originals_attributes(syst
     assert [r[2] for r in rows(system)] == [200, 404]
     with pytest.raises(AttributeError):
         system.batch_sender.ingest_endpoint = "http://elsewhere"  # derived: read-only
+
+
+async def test_no_path_values_in_the_prefix_below_parameterised_mounts(system, monkeypatch):
+    from fastapi import FastAPI
+    from starlette.routing import Mount
+
+    # Starlette: a plain Mount inside a parameterised one
+    sub = make_app(system)
+    outer = Starlette(routes=[Mount("/t/{tenant}", routes=[Mount("/api", app=sub)])])
+    assert await call(outer, "/t/acme/api/ok", "/t/globex/api/status/201") == [200, 201]
+    # FastAPI: app.mount with a parameter (FastAPI's router leaves no Mount in scope["route"])
+    fastapi_sub = FastAPI()
+
+    @fastapi_sub.get("/items/{item_id}")
+    async def item(item_id: int):
+        return {"item_id": item_id}
+
+    fastapi_sub.add_middleware(MaltiMiddleware, telemetry_system=system)
+    fastapi_outer = FastAPI()
+    fastapi_outer.mount("/t/{tenant}", fastapi_sub)
+    assert await call(fastapi_outer, "/t/a/items/1", "/t/b/items/2") == [200, 200]
+    # a route the index has not walked yet, below a parameterised Mount
+    monkeypatch.setattr("malti_sdk._routes._REBUILD_EVERY", 3600.0)
+
+    async def late(request):
+        return PlainTextResponse("late")
+
+    user_mount = Mount("/u/{user}", routes=[Route("/first", late)])
+    app = make_app(system)
+    app.router.routes.append(user_mount)
+    await call(app, "/u/alice/first")
+    user_mount.routes.append(Route("/late/{x}", late))
+    await call(app, "/u/alice/late/1", "/u/bob/late/2")
+    assert [r[1] for r in rows(system)] == [
+        "/ok",
+        "/status/{code}",
+        "/items/{item_id}",
+        "/items/{item_id}",
+        "/u/{user}/first",
+        "/late/{x}",
+        "/late/{x}",
+    ]
+
+
+async def test_a_router_mounted_twice_inside_a_mounted_sub_application(system):
+    from starlette.routing import Mount
+
+    async def x(request):
+        return PlainTextResponse("x")
+
+    shared = [Route("/x", x)]
+    sub = Starlette(routes=[Mount("/a", routes=shared), Mount("/b", routes=shared)])
+    sub.add_middleware(MaltiMiddleware, telemetry_system=system)
+    outer = Starlette(routes=[Mount("/api", app=sub)])
+    assert await call(outer, "/api/a/x", "/api/b/x", "/api/b/x") == [200, 200, 200]
+    assert [r[1] for r in rows(system)] == ["/api/a/x", "/api/b/x", "/api/b/x"]
+
+
+async def test_no_snapshot_when_the_sender_stops_while_it_is_taken(system, monkeypatch):
+    sender = system.batch_sender
+    app = make_app(system)
+    await call(app, "/ok")
+    layer = _malti_layer(app)
+    layer._snapshot = None
+    subscribe = sender.subscribe
+
+    def subscribe_as_the_sender_ends(listener):
+        sender._running = False  # the sender's loop ends on another thread just now
+        monkeypatch.setattr(sender, "subscribe", subscribe)
+        return subscribe(listener)
+
+    monkeypatch.setattr(sender, "subscribe", subscribe_as_the_sender_ends)
+    await call(app, "/ok")
+    assert layer._snapshot is None and not sender.running
+    await call(app, "/ok")
+    assert sender.running, "the next request restarts the sender"
+
+
+async def test_a_failure_after_buffering_is_not_counted_as_a_drop(system, monkeypatch):
+    app = make_app(system)
+
+    def broken_start():
+        raise RuntimeError("no loop for you")
+
+    monkeypatch.setattr(system.batch_sender, "start_soon", broken_start)
+    assert await call(app, "/ok") == [200]
+    stats = system.get_stats()
+    assert (len(rows(system)), stats["dropped"], stats["total_added"]) == (1, {}, 1)
