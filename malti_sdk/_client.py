@@ -240,7 +240,10 @@ def _error_for(response: httpx.Response) -> MaltiAPIError:
     except ValueError:
         body = None
         text = response.text.strip()
-        if text:
+        if "html" in response.headers.get("content-type", "").lower():
+            # a page, not an API answer: most likely MALTI_URL points at another server
+            detail = f"{detail} (an HTML page, not a Malti answer: is MALTI_URL a Malti server?)"
+        elif text:
             detail = text[:500]
     if isinstance(body, dict):
         raw_detail = body.get("detail")

@@ -44,10 +44,25 @@ def settings_from_args(argv: list[str] | None = None, environ: dict[str, str] | 
     )
 
 
+# the packages of the [tui] extra (pyproject.toml)
+_TUI_EXTRA = {"textual", "textual_plotext", "plotext"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the TUI; returns the exit status."""
     settings = settings_from_args(argv)
-    from .app import MaltiApp  # import Textual only once the arguments are valid
+    try:
+        from .app import MaltiApp  # import Textual only once the arguments are valid
+    except ImportError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in _TUI_EXTRA:
+            raise
+        print(
+            f"malti-tui needs the [tui] extra ({missing} is missing): "
+            "pip install -e '.[tui]' in the Malti clone, or pip install 'malti-stack[tui]'",
+            file=sys.stderr,
+        )
+        return 2
 
     app = MaltiApp(settings)
     app.run()

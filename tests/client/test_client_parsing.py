@@ -243,6 +243,15 @@ def test_error_without_json_body_keeps_the_text():
             client.aggregate()
 
 
+def test_an_html_error_page_is_named_as_such_not_quoted():
+    page = "<!doctype html><html><body>" + "x" * 2000 + "</body></html>"
+    answer = lambda r: httpx.Response(404, text=page, headers={"content-type": "text/html; charset=utf-8"})
+    with client_for(answer) as client:
+        with pytest.raises(MaltiNotFoundError) as caught:
+            client.aggregate()
+    assert "is MALTI_URL a Malti server?" in str(caught.value) and "<html" not in str(caught.value)
+
+
 def test_a_200_that_is_not_json_is_a_response_error():
     with client_for(lambda r: httpx.Response(200, text="<html>hello</html>")) as client:
         with pytest.raises(MaltiResponseError, match="not JSON"):

@@ -210,3 +210,13 @@ def test_client_errors_become_clear_messages(error, kind, words):
 def test_retry_after_is_kept():
     assert translate_error(malti_sdk.MaltiRateLimitError(429, "x", retry_after=7), "u").retry_after == 7
     assert translate_error(malti_sdk.MaltiServerError(503, "x", retry_after=2), "u").retry_after == 2
+
+
+def test_cli_without_the_tui_extra_says_what_to_install():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['textual'] = None; from malti_tui.cli import main; sys.exit(main([]))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "needs the [tui] extra (textual is missing)" in done.stderr and "Traceback" not in done.stderr
