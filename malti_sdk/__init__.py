@@ -12,6 +12,8 @@ Reading metrics::
         dashboard = client.aggregate(start_time="24h")
 
 The implementation lives in private modules; import only what this package exports.
+``malti_sdk.core``, ``malti_sdk.middleware`` and ``malti_sdk.utils`` keep the original
+package's import paths.
 """
 
 from ._telemetry import *  # noqa: F403  instrumentation: configure_malti, get_telemetry_system, ...

@@ -105,12 +105,17 @@ def consumer_from_scope(scope: dict, use_ip: bool, anonymize: bool) -> Any:
 
 
 def context_from_scope(scope: dict) -> str | None:
-    """``request.state.malti_context`` (the original's code) or ``request.state.context`` (its README)."""
+    """``request.state.malti_context`` (the original's code) or ``request.state.context`` (its README).
+
+    ``context`` counts only as a string: lifespan state is copied into every request, and
+    an app's own ``context`` object there must not become every request's context.
+    """
     state = scope.get("state")
     if state:
         context = state.get("malti_context")
-        if context is None:
-            context = state.get("context")
         if context is not None:
             return str(context)
+        context = state.get("context")
+        if isinstance(context, str):
+            return context
     return None

@@ -62,6 +62,10 @@ class MaltiMiddleware:
         self.auto_inject_lifespan = auto_inject_lifespan
         self._system = telemetry_system
         self._routes = RouteResolver(app, on_rebuild=self._forget_snapshot)
+        # The original's extension points a subclass overrides (see _extract_consumer).
+        self._hooks = tuple(
+            name for name in _HOOKS if getattr(type(self), name) is not getattr(MaltiMiddleware, name)
+        )
         self._cached: tuple | None = None  # (config, sender, buffer, settings...) of _settings()
         # (rows, capacity, clean_mode, route index) while the common case applies, else None
         self._snapshot: tuple | None = None
@@ -205,6 +209,8 @@ class MaltiMiddleware:
                 endpoint = _mount_prefix(scope, root, params) + endpoint
             consumer = consumer_from_scope(scope, use_ip, anonymize)
             context = context_from_scope(scope)
+            if self._hooks:
+                endpoint, consumer, context = self._call_hooks(scope, endpoint, consumer, context, use_ip, anonymize)
             row = (method, endpoint, status, (end - start) * 1000.0, consumer, context, time())
             rows = buffer.rows
             if len(rows) < buffer.capacity:
@@ -219,7 +225,7 @@ class MaltiMiddleware:
             # the sender is alive: its event loop may have closed under it.
             if not sender._running or (len(rows) >= _backlog_limit(sender) and not sender._alive()):
                 sender.start_soon()
-            if self._snapshot is None and sender._running and not use_ip:
+            if self._snapshot is None and sender._running and not use_ip and not self._hooks:
                 self._take_snapshot(sender)
         except Exception:  # the record is buffered: only the housekeeping failed
             logger.debug("Malti: could not start the sender", exc_info=True)
@@ -234,6 +240,40 @@ class MaltiMiddleware:
         # A change between subscribe and here already ran _forget_snapshot: undo the store.
         if sender._version != version or self._routes._index is not index:
             self._snapshot = None
+
+    # ------------------------------------------------- the original's extension points
+    # Subclasses of the original customised recording by overriding these. An override
+    # is called with a Starlette ``Request`` for every request (which then always takes
+    # the full path); its exceptions are counted as ``dropped["error"]``.
+    def _extract_route_pattern(self, request: Any) -> str:
+        """The endpoint to record: the full route pattern, or ``<unmatched>``."""
+        return self._routes.resolve(request.scope)
+
+    def _extract_consumer(self, request: Any, use_ip_as_consumer: bool = False, ip_anonymize: bool = False) -> str:
+        """The consumer to record (see the README's consumer rules)."""
+        consumer = consumer_from_scope(request.scope, use_ip_as_consumer, ip_anonymize)
+        return consumer.decode("latin-1") if isinstance(consumer, bytes) else consumer
+
+    def _extract_context(self, request: Any) -> str | None:
+        """The context to record, or None."""
+        return context_from_scope(request.scope)
+
+    def _call_hooks(
+        self, scope: Scope, endpoint: str, consumer: Any, context: Any, use_ip: bool, anonymize: bool
+    ) -> tuple[str, Any, Any]:
+        from starlette.requests import Request
+
+        request = Request(scope)
+        if "_extract_route_pattern" in self._hooks:
+            endpoint = self._extract_route_pattern(request)
+        if "_extract_consumer" in self._hooks:
+            consumer = self._extract_consumer(request, use_ip, anonymize)
+        if "_extract_context" in self._hooks:
+            context = self._extract_context(request)
+        # whatever an override returns, the record stays one the server accepts
+        endpoint = str(endpoint) if endpoint else UNMATCHED
+        consumer = consumer if isinstance(consumer, bytes) else str(consumer) if consumer else ANONYMOUS
+        return endpoint, consumer, None if context is None else str(context)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         system = self.telemetry_system
@@ -256,6 +296,9 @@ class MaltiMiddleware:
             await send(message)
 
         await self.app(scope, receive_with_start, send_with_stop)
+
+
+_HOOKS = ("_extract_route_pattern", "_extract_consumer", "_extract_context")
 
 
 def _backlog_limit(sender: Any) -> int:

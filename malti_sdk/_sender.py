@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ._buffer import TelemetryBuffer
-from ._config import TelemetryConfig
+from ._config import _ENV, TelemetryConfig
 from ._records import RecordEncoder, Row, TelemetryRecord
 
 logger = logging.getLogger("malti_sdk")
@@ -389,6 +389,8 @@ def _setting(name: str) -> property:
         return getattr(self._config, name)
 
     def set(self: "BatchSender", value: Any) -> None:
+        if value is not None or name != "api_key":
+            _ENV[name][1](str(value))  # the environment's rules: batch_size = 0 raises ValueError
         self.config = dataclasses.replace(self._config, **{name: value})
 
     return property(get, set, doc=f"``config.{name}``; assigning it replaces the configuration.")

@@ -36,6 +36,23 @@ __all__ = [
 logger = logging.getLogger("malti_sdk")
 
 
+def _lenient_number(value: Any, integral: bool) -> Any:
+    """``"200"`` -> 200, ``200.0`` -> 200, ``"12.5"`` -> 12.5: what the server's lenient
+    decoding (and so the original package, which sent such values) would store."""
+    try:
+        if isinstance(value, str):
+            number = float(value.strip())
+        elif isinstance(value, float) and integral:
+            number = value
+        else:
+            return value
+    except ValueError:
+        return value
+    if integral:
+        return int(number) if number.is_integer() else value
+    return number
+
+
 def _invalid_reason(
     method: Any, endpoint: Any, status: Any, response_time: Any, consumer: Any, context: Any
 ) -> str | None:
@@ -81,19 +98,23 @@ class TelemetryCollector:
     ) -> None:
         """Record one request; safe from any thread or event loop, never raises.
 
-        ``response_time`` is in milliseconds and may be fractional. An invalid record
-        is not sent: it is logged and counted under ``dropped["invalid"]``.
+        ``response_time`` is in milliseconds and may be fractional. Numbers given as text
+        (``"200"``, ``"12.5"``) or a whole float status are taken as the server would take
+        them. An invalid record is not sent: it is logged and counted under
+        ``dropped["invalid"]``.
         """
         sender = self.batch_sender
         if consumer is None:
             consumer = "anonymous"
+        status = _lenient_number(status, True)
+        response_time = _lenient_number(response_time, False)
         reason = _invalid_reason(method, endpoint, status, response_time, consumer, context)
         if reason is not None:
             sender.buffer.count_dropped("invalid", 1)
             sender._warn_once("invalid:" + reason, f"Malti: record_request ignored a record: {reason}")
             return
         if not sender.config.api_key:
-            return  # like the original: nothing is collected without a key
+            return  # never sent without a key (the original buffered it until its buffer was full)
         row = (
             normalize_method(method),
             endpoint,
@@ -215,21 +236,24 @@ def configure_malti(
         ip_anonymize=ip_anonymize,
         **settings,
     )
-    written = []
+    unknown = [name for name in given if name not in _ENV]
+    if unknown:  # before anything is written
+        raise TypeError(f"configure_malti() got an unknown setting {unknown[0]!r}")
+    changes = {}
     for name, value in given.items():
-        if name not in _ENV:
-            raise TypeError(f"configure_malti() got an unknown setting {name!r}")
         if value is None or (not value and name in _SKIPPED_WHEN_FALSY):
             continue
-        variable = _ENV[name][0]
-        os.environ[variable] = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        written.append(name)
+        variable, parse = _ENV[name]
+        text = str(value)  # booleans as the original wrote them: "True" / "False"
+        os.environ[variable] = text
+        try:
+            changes[name] = parse(text)
+        except (TypeError, ValueError) as exc:
+            logger.warning("Malti: ignoring %s=%r (%s)", name, value, exc)
     system = _system
-    if system is not None and written:
-        # Only what was given changes (read back as the environment parses it): settings
-        # assigned on the sender since it was built stay.
-        fresh = TelemetryConfig.from_env()
+    if system is not None and changes:
+        # Only what was given changes: settings assigned on the sender since it was built stay.
         sender = system.batch_sender
-        sender.config = dataclasses.replace(sender.config, **{name: getattr(fresh, name) for name in written})
+        sender.config = dataclasses.replace(sender.config, **changes)
         sender.buffer.capacity = sender.config.buffer_size
     logger.debug("Malti configuration updated")

@@ -115,7 +115,7 @@ def test_configure_malti_skips_empty_values_like_the_original(clean_env):
     assert (os.environ["MALTI_BATCH_SIZE"], os.environ["MALTI_BATCH_INTERVAL"]) == ("50", "5.0")
     assert "MALTI_URL" not in os.environ and "MALTI_NODE" not in os.environ
     configure_malti(clean_mode=False, max_retries=0)  # booleans and the added settings: only None is skipped
-    assert (os.environ["MALTI_CLEAN_MODE"], os.environ["MALTI_MAX_RETRIES"]) == ("false", "0")
+    assert (os.environ["MALTI_CLEAN_MODE"], os.environ["MALTI_MAX_RETRIES"]) == ("False", "0")
     c = get_telemetry_system().config
     assert (c.service_name, c.api_key, c.batch_size, c.clean_mode, c.max_retries) == ("billing", "key-1", 50, False, 0)
 
@@ -137,7 +137,7 @@ def test_configure_malti_sets_the_environment_and_the_live_system(clean_env):
     )
     import os
 
-    assert os.environ["MALTI_SERVICE_NAME"] == "billing" and os.environ["MALTI_CLEAN_MODE"] == "false"
+    assert os.environ["MALTI_SERVICE_NAME"] == "billing" and os.environ["MALTI_CLEAN_MODE"] == "False"
     assert get_telemetry_system() is system
     c = system.config
     assert (c.service_name, c.api_key, c.malti_url, c.node, c.batch_size, c.batch_interval) == (
@@ -237,3 +237,25 @@ def test_configure_malti_changes_only_what_it_is_given(clean_env):
     sender.batch_size = 50
     configure_malti(node="pod-1")
     assert (sender.clean_mode, sender.batch_size, sender.node) == (False, 50, "pod-1")
+
+
+def test_configure_malti_checks_names_before_writing_and_keeps_valid_settings(clean_env):
+    import os
+
+    sender = get_telemetry_system().batch_sender
+    with pytest.raises(TypeError, match="colour"):
+        configure_malti(service_name="ok", colour="blue")
+    assert "MALTI_SERVICE_NAME" not in os.environ
+    sender.batch_size = 50
+    configure_malti(batch_size=-3, node="pod-2")  # a bad value is ignored, the rest applies
+    assert (sender.batch_size, sender.node) == (50, "pod-2")
+
+
+def test_sender_settings_are_checked_like_the_environment(clean_env):
+    sender = get_telemetry_system().batch_sender
+    with pytest.raises(ValueError):
+        sender.batch_size = 0  # would send empty batches in a tight loop
+    with pytest.raises(ValueError):
+        sender.batch_interval = -1
+    sender.api_key = None
+    assert sender.batch_size == 500 and not sender.has_api_key()

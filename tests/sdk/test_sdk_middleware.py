@@ -582,3 +582,81 @@ async def test_a_failure_after_buffering_is_not_counted_as_a_drop(system, monkey
     assert await call(app, "/ok") == [200]
     stats = system.get_stats()
     assert (len(rows(system)), stats["dropped"], stats["total_added"]) == (1, {}, 1)
+
+
+# --- the original package's extension points and import paths -----------------------------
+
+
+async def test_subclass_hooks_of_the_original_are_called(system):
+    class Custom(MaltiMiddleware):
+        def _extract_consumer(self, request, use_ip_as_consumer=False, ip_anonymize=False):
+            return request.headers.get("x-tenant", "nobody")
+
+        def _extract_context(self, request):
+            return request.url.path.split("/")[1]
+
+    app = make_app(system)
+    app.user_middleware.clear()
+    app.add_middleware(Custom, telemetry_system=system)
+    await call(app, "/ok", "/status/201", headers={"x-tenant": "acme", "x-consumer-id": "ignored"})
+    await call(app, "/ok")
+    assert [(r[1], r[4], r[5]) for r in rows(system)] == [
+        ("/ok", "acme", "ok"),
+        ("/status/{code}", "acme", "status"),
+        ("/ok", "nobody", "ok"),
+    ]
+    assert _malti_layer(app)._snapshot is None, "an override means every request takes the full path"
+
+
+async def test_a_failing_or_odd_hook_never_reaches_the_app(system):
+    class Broken(MaltiMiddleware):
+        def _extract_route_pattern(self, request):
+            if request.url.path == "/ok":
+                raise ValueError("bug in the subclass")
+            return None
+
+    app = make_app(system)
+    app.user_middleware.clear()
+    app.add_middleware(Broken, telemetry_system=system)
+    assert await call(app, "/ok", "/status/201") == [200, 201]
+    assert [(r[1], r[2]) for r in rows(system)] == [("<unmatched>", 201)]
+    assert system.get_stats()["dropped"] == {"error": 1}
+
+
+async def test_context_from_state_counts_only_as_a_string(system):
+    inner = make_app(system)
+
+    class AppContext:
+        pass
+
+    async def with_lifespan_state(scope, receive, send):
+        if scope["type"] == "http":
+            scope["state"] = {"context": AppContext()}  # an app's own object, copied from its lifespan
+        await inner(scope, receive, send)
+
+    await call(with_lifespan_state, "/ok", "/who?context=beta", "/who?malti_context=7")
+    assert [r[5] for r in rows(system)] == [None, "beta", "7"]
+
+
+def test_the_original_import_paths_exist():
+    import malti_telemetry.core
+    import malti_telemetry.middleware
+    import malti_telemetry.utils
+
+    import malti_sdk.core
+    import malti_sdk.middleware
+    import malti_sdk.utils
+
+    for original, ours in [
+        (malti_telemetry.core, malti_sdk.core),
+        (malti_telemetry.middleware, malti_sdk.middleware),
+        (malti_telemetry.utils, malti_sdk.utils),
+    ]:
+        public = {
+            name
+            for name, value in vars(original).items()
+            if not name.startswith("_") and getattr(value, "__module__", None) == original.__name__
+        }
+        assert public and public <= set(dir(ours)), (original.__name__, public - set(dir(ours)))
+    assert malti_sdk.utils.anonymize_ip("10.1.2.3") == "10.1.2.xxx"
+    assert malti_sdk.utils.extract_ip_from_forwarded_for("203.0.113.7, 10.0.0.1") == "203.0.113.7"

@@ -224,6 +224,17 @@ async def test_invalid_manual_records_are_counted_not_sent(receiver, make_system
     assert stats["dropped"] == {"invalid": 4} and stats["total_added"] == 5
 
 
+async def test_numbers_given_as_text_are_taken_as_the_server_would(receiver, make_system):
+    system = make_system(malti_url=receiver.url)
+    system.record_request("GET", "/x", "201", "12.5", "c")
+    system.record_request("GET", "/x", 202.0, 3, "c")
+    system.record_request("GET", "/x", "2xx", 1.0, "c")  # still invalid
+    system.record_request("GET", "/x", 200.5, 1.0, "c")  # not a whole status
+    await system.stop()
+    assert sorted((r["status"], r["response_time"]) for r in receiver.stored) == [(201, 12.5), (202, 3.0)]
+    assert system.get_stats()["dropped"] == {"invalid": 2}
+
+
 async def test_refused_key_drops_and_counts(receiver, make_system):
     receiver.script.append((401, {}))
     system = make_system(malti_url=receiver.url, batch_size=3)
