@@ -67,7 +67,7 @@ class MaltiMiddleware:
             name for name in _HOOKS if getattr(type(self), name) is not getattr(MaltiMiddleware, name)
         )
         self._cached: tuple | None = None  # (config, sender, buffer, settings...) of _settings()
-        # (rows, capacity, clean_mode, route index) while the common case applies, else None
+        # (rows, backlog limit, clean_mode, route index) while the common case applies, else None
         self._snapshot: tuple | None = None
 
     @property
