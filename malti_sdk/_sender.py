@@ -479,7 +479,16 @@ class BatchSender:
     clean_mode = _setting("clean_mode")
     use_ip_as_consumer = _setting("use_ip_as_consumer")
     ip_anonymize = _setting("ip_anonymize")
-    ingest_endpoint = property(lambda self: self.config.ingest_url)
+    @property
+    def ingest_endpoint(self) -> str:
+        return self.config.ingest_url
+
+    @ingest_endpoint.setter
+    def ingest_endpoint(self, value: str) -> None:
+        suffix = "/api/v1/ingest"
+        if not isinstance(value, str) or not value.rstrip("/").endswith(suffix):
+            raise AttributeError(f"ingest_endpoint follows malti_url (MALTI_URL); it must end with {suffix}")
+        self.malti_url = value.rstrip("/")[: -len(suffix)]
 
     @property
     def running(self) -> bool:

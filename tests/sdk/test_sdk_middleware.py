@@ -492,8 +492,10 @@ async def test_sender_settings_are_assignable_like_the_originals_attributes(syst
     await call(app, "/status/404")
     assert system.config.clean_mode is False and system.batch_sender.node == "pod-9"
     assert [r[2] for r in rows(system)] == [200, 404]
-    with pytest.raises(AttributeError):
-        system.batch_sender.ingest_endpoint = "http://elsewhere"  # derived: read-only
+    system.batch_sender.ingest_endpoint = "http://elsewhere:9000/api/v1/ingest"  # derived from malti_url
+    assert system.config.malti_url == "http://elsewhere:9000"
+    with pytest.raises(AttributeError, match="malti_url"):
+        system.batch_sender.ingest_endpoint = "http://elsewhere/custom"
 
 
 async def test_no_path_values_in_the_prefix_below_parameterised_mounts(system, monkeypatch):
