@@ -62,13 +62,31 @@ class MaltiMiddleware:
         self.auto_inject_lifespan = auto_inject_lifespan
         self._system = telemetry_system
         self._routes = RouteResolver(app, on_rebuild=self._forget_snapshot)
-        # The original's extension points a subclass overrides (see _extract_consumer).
-        self._hooks = tuple(
-            name for name in _HOOKS if getattr(type(self), name) is not getattr(MaltiMiddleware, name)
-        )
         self._cached: tuple | None = None  # (config, sender, buffer, settings...) of _settings()
         # (rows, backlog limit, clean_mode, route index) while the common case applies, else None
         self._snapshot: tuple | None = None
+
+    # Class-level defaults: a subclass written for the original may skip our __init__.
+    auto_inject_lifespan = True
+    _system: TelemetrySystem | None = None
+    _cached: tuple | None = None
+    _snapshot: tuple | None = None
+    _hooks: tuple[str, ...] = ()  # the original's extension points a subclass overrides
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._hooks = tuple(name for name in _HOOKS if getattr(cls, name) is not getattr(MaltiMiddleware, name))
+
+    @property
+    def _routes(self) -> RouteResolver:
+        routes = self.__dict__.get("_route_resolver")
+        if routes is None:  # a subclass that skipped our __init__
+            routes = self.__dict__["_route_resolver"] = RouteResolver(self.app, on_rebuild=self._forget_snapshot)
+        return routes
+
+    @_routes.setter
+    def _routes(self, routes: RouteResolver) -> None:
+        self.__dict__["_route_resolver"] = routes
 
     @property
     def telemetry_system(self) -> TelemetrySystem:
@@ -247,7 +265,8 @@ class MaltiMiddleware:
     # the full path); its exceptions are counted as ``dropped["error"]``.
     def _extract_route_pattern(self, request: Any) -> str:
         """The endpoint to record: the full route pattern, or ``<unmatched>``."""
-        return self._routes.resolve(request.scope)
+        endpoint = getattr(request, "_malti_endpoint", None)  # what the full path found
+        return endpoint if endpoint is not None else self._routes.resolve(request.scope)
 
     def _extract_consumer(self, request: Any, use_ip_as_consumer: bool = False, ip_anonymize: bool = False) -> str:
         """The consumer to record (see the README's consumer rules)."""
@@ -264,6 +283,7 @@ class MaltiMiddleware:
         from starlette.requests import Request
 
         request = Request(scope)
+        request._malti_endpoint = endpoint  # for an override that calls super()
         if "_extract_route_pattern" in self._hooks:
             endpoint = self._extract_route_pattern(request)
         if "_extract_consumer" in self._hooks:
@@ -271,9 +291,9 @@ class MaltiMiddleware:
         if "_extract_context" in self._hooks:
             context = self._extract_context(request)
         # whatever an override returns, the record stays one the server accepts
-        endpoint = str(endpoint) if endpoint else UNMATCHED
-        consumer = consumer if isinstance(consumer, bytes) else str(consumer) if consumer else ANONYMOUS
-        return endpoint, consumer, None if context is None else str(context)
+        endpoint = _text(endpoint) or UNMATCHED
+        consumer = consumer if isinstance(consumer, bytes) else _text(consumer) or ANONYMOUS
+        return endpoint, consumer, _text(context)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         system = self.telemetry_system
@@ -299,6 +319,13 @@ class MaltiMiddleware:
 
 
 _HOOKS = ("_extract_route_pattern", "_extract_consumer", "_extract_context")
+
+
+def _text(value: Any) -> str | None:
+    """A hook's answer as text: bytes decoded, None kept."""
+    if value is None or isinstance(value, str):
+        return value
+    return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
 def _backlog_limit(sender: Any) -> int:

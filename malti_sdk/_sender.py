@@ -390,7 +390,8 @@ def _setting(name: str) -> property:
 
     def set(self: "BatchSender", value: Any) -> None:
         if value is not None or name != "api_key":
-            _ENV[name][1](str(value))  # the environment's rules: batch_size = 0 raises ValueError
+            # the environment's rules and types: "100" -> 100, "false" -> False, 0 batches raise
+            value = _ENV[name][1](str(value))
         self.config = dataclasses.replace(self._config, **{name: value})
 
     return property(get, set, doc=f"``config.{name}``; assigning it replaces the configuration.")

@@ -9,9 +9,13 @@ Importing this module has no side effect: no logging setup, no thread, no I/O.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import logging
 import math
+import numbers
+import operator
 import os
+import re
 import threading
 import time
 from typing import Any
@@ -36,17 +40,27 @@ __all__ = [
 logger = logging.getLogger("malti_sdk")
 
 
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", re.ASCII)
+
+
 def _lenient_number(value: Any, integral: bool) -> Any:
-    """``"200"`` -> 200, ``200.0`` -> 200, ``"12.5"`` -> 12.5: what the server's lenient
-    decoding (and so the original package, which sent such values) would store."""
+    """``"200"`` -> 200, ``200.0`` -> 200, ``"12.5"`` -> 12.5, numpy and Decimal numbers
+    -> int / float: what the server's lenient decoding (and so the original package,
+    which sent such values) stores. Anything else is returned as it is (and refused)."""
+    if value.__class__ is int or isinstance(value, bool):
+        return value
     try:
         if isinstance(value, str):
-            number = float(value.strip())
-        elif isinstance(value, float) and integral:
-            number = value
+            if not _JSON_NUMBER.fullmatch(value):
+                return value
+            number = float(value)
+        elif isinstance(value, numbers.Integral):
+            return operator.index(value)
+        elif isinstance(value, (numbers.Real, decimal.Decimal)):
+            number = float(value)
         else:
             return value
-    except ValueError:
+    except (ValueError, TypeError, OverflowError):
         return value
     if integral:
         return int(number) if number.is_integer() else value
@@ -64,7 +78,10 @@ def _invalid_reason(
         return "status must be an int from 100 to 599"
     if isinstance(response_time, bool) or not isinstance(response_time, (int, float)):
         return "response_time must be a number of milliseconds"
-    if not math.isfinite(response_time) or response_time < 0:
+    try:
+        if not math.isfinite(response_time) or response_time < 0:
+            return "response_time must be finite and >= 0"
+    except OverflowError:  # an int too large for a float
         return "response_time must be finite and >= 0"
     if not isinstance(consumer, str):
         return "consumer must be a string"
@@ -239,17 +256,21 @@ def configure_malti(
     unknown = [name for name in given if name not in _ENV]
     if unknown:  # before anything is written
         raise TypeError(f"configure_malti() got an unknown setting {unknown[0]!r}")
-    changes = {}
+    changes, texts = {}, {}
     for name, value in given.items():
         if value is None or (not value and name in _SKIPPED_WHEN_FALSY):
             continue
         variable, parse = _ENV[name]
         text = str(value)  # booleans as the original wrote them: "True" / "False"
-        os.environ[variable] = text
         try:
+            if "\x00" in text:
+                raise ValueError("contains a NUL character")
             changes[name] = parse(text)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:  # neither written nor applied
             logger.warning("Malti: ignoring %s=%r (%s)", name, value, exc)
+            continue
+        texts[variable] = text
+    os.environ.update(texts)
     system = _system
     if system is not None and changes:
         # Only what was given changes: settings assigned on the sender since it was built stay.

@@ -247,8 +247,11 @@ def test_configure_malti_checks_names_before_writing_and_keeps_valid_settings(cl
         configure_malti(service_name="ok", colour="blue")
     assert "MALTI_SERVICE_NAME" not in os.environ
     sender.batch_size = 50
-    configure_malti(batch_size=-3, node="pod-2")  # a bad value is ignored, the rest applies
-    assert (sender.batch_size, sender.node) == (50, "pod-2")
+    clean_env.setenv("MALTI_BATCH_SIZE", "50")
+    configure_malti(batch_size=-3, node="pod-2")  # a bad value is neither written nor applied
+    assert (sender.batch_size, sender.node, os.environ["MALTI_BATCH_SIZE"]) == (50, "pod-2", "50")
+    configure_malti(service_name="bad\x00name")  # os.environ would raise: ignored like any bad value
+    assert "MALTI_SERVICE_NAME" not in os.environ
 
 
 def test_sender_settings_are_checked_like_the_environment(clean_env):
@@ -259,3 +262,6 @@ def test_sender_settings_are_checked_like_the_environment(clean_env):
         sender.batch_interval = -1
     sender.api_key = None
     assert sender.batch_size == 500 and not sender.has_api_key()
+    sender.clean_mode = "false"  # stored as the environment would read it, not as the string
+    sender.batch_size = "100"
+    assert (sender.clean_mode, sender.batch_size) == (False, 100)

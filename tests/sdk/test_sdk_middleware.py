@@ -662,3 +662,40 @@ def test_the_original_import_paths_exist():
         assert public and public <= set(dir(ours)), (original.__name__, public - set(dir(ours)))
     assert malti_sdk.utils.anonymize_ip("10.1.2.3") == "10.1.2.xxx"
     assert malti_sdk.utils.extract_ip_from_forwarded_for("203.0.113.7, 10.0.0.1") == "203.0.113.7"
+
+
+async def test_hooks_delegating_to_super_returning_odd_values_or_skipping_our_init(system):
+    from starlette.routing import Mount
+
+    class Delegating(MaltiMiddleware):
+        def _extract_route_pattern(self, request):
+            return super()._extract_route_pattern(request)  # the full pattern, mount prefix included
+
+        def _extract_consumer(self, request, use_ip_as_consumer=False, ip_anonymize=False):
+            return 0  # not a string: recorded as "0", not as anonymous
+
+        def _extract_context(self, request):
+            return b"ctx"
+
+    sub = make_app(system)
+    sub.user_middleware.clear()
+    sub.add_middleware(Delegating, telemetry_system=system)
+    assert await call(Starlette(routes=[Mount("/api", app=sub)]), "/api/ok") == [200]
+    assert [(r[1], r[4], r[5]) for r in rows(system)] == [("/api/ok", "0", "ctx")]
+
+    class OriginalStyle(MaltiMiddleware):
+        def __init__(self, app, auto_inject_lifespan=True):
+            self.app = app  # what a subclass of the original might do: no super().__init__
+
+        @property
+        def telemetry_system(self):
+            return system
+
+        def _extract_consumer(self, request, use_ip_as_consumer=False, ip_anonymize=False):
+            return "original-style"
+
+    app = make_app(system)
+    app.user_middleware.clear()
+    app.add_middleware(OriginalStyle)
+    assert await call(app, "/ok", "/status/201") == [200, 201]
+    assert [(r[1], r[4]) for r in rows(system)[1:]] == [("/ok", "original-style"), ("/status/{code}", "original-style")]

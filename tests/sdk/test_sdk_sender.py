@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import decimal
 import subprocess
 import sys
 import threading
 
+import numpy
 import pytest
 
 from sdk_support import Receiver, free_port, wait_for
@@ -228,11 +230,20 @@ async def test_numbers_given_as_text_are_taken_as_the_server_would(receiver, mak
     system = make_system(malti_url=receiver.url)
     system.record_request("GET", "/x", "201", "12.5", "c")
     system.record_request("GET", "/x", 202.0, 3, "c")
+    system.record_request("GET", "/x", numpy.int64(203), numpy.float32(1.5), "c")
+    system.record_request("GET", "/x", 204, decimal.Decimal("2.25"), "c")
     system.record_request("GET", "/x", "2xx", 1.0, "c")  # still invalid
     system.record_request("GET", "/x", 200.5, 1.0, "c")  # not a whole status
+    system.record_request("GET", "/x", " 200 ", 1.0, "c")  # not a JSON number: the server refuses it too
+    system.record_request("GET", "/x", 200, 10**400, "c")  # too large for a float: counted, never raised
     await system.stop()
-    assert sorted((r["status"], r["response_time"]) for r in receiver.stored) == [(201, 12.5), (202, 3.0)]
-    assert system.get_stats()["dropped"] == {"invalid": 2}
+    assert sorted((r["status"], r["response_time"]) for r in receiver.stored) == [
+        (201, 12.5),
+        (202, 3.0),
+        (203, 1.5),
+        (204, 2.25),
+    ]
+    assert system.get_stats()["dropped"] == {"invalid": 4}
 
 
 async def test_refused_key_drops_and_counts(receiver, make_system):
