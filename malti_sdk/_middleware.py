@@ -112,35 +112,40 @@ class MaltiMiddleware:
         params = scope.get("path_params") if root else None  # a parameterised Mount above
 
         # A plain function returning the inner send's awaitable: one coroutine frame
-        # less per message than an ``async def`` wrapper, except for the last one.
+        # less per message than an ``async def`` wrapper. ``end`` is 0 until the body
+        # starts, -1 while it streams, and the time the response was complete after.
         def send_with_telemetry(message: Message) -> Awaitable[None]:
-            nonlocal status
+            nonlocal status, end
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif not message.get("more_body"):
-                return send_last(message)  # last body chunk (or trailers / pathsend)
-            return send(message)
+            elif message.get("more_body"):
+                end = -1.0
+            elif end:
+                # The last chunk (or trailers) of a stream: complete once the server took
+                # it, which waits while a slow client drains what earlier chunks filled.
+                async def send_last() -> None:
+                    nonlocal end
+                    try:
+                        await send(message)
+                    finally:
+                        end = perf_counter()
 
-        async def send_last(message: Message) -> None:
-            # The response is complete once the server took the last chunk, which
-            # includes waiting for a slow client to drain the server's write buffer.
-            nonlocal end
-            try:
-                await send(message)
-            finally:
-                end = perf_counter()
+                return send_last()
+            else:
+                end = perf_counter()  # a single body: the server takes it without waiting
+            return send(message)
 
         try:
             await self.app(scope, receive, send_with_telemetry)
         except Exception:
-            if not end:
+            if end <= 0:  # the response was not complete
                 end = perf_counter()
                 status = 500
             self._record(scope, status, start, end, root, params)
             raise
         # The common case, inline (see the module docstring); anything else: _record.
         snapshot = self._snapshot
-        if snapshot is not None and end and 100 <= status <= 599:
+        if snapshot is not None and end > 0 and 100 <= status <= 599:
             try:
                 rows, limit, clean_mode, index = snapshot
                 route = scope.get("route")
@@ -170,7 +175,9 @@ class MaltiMiddleware:
             except Exception:  # telemetry must never break the app
                 self._failed()
                 return
-        self._record(scope, status or 500, start, end or perf_counter(), root, params)
+        if end <= 0:  # the app returned without completing a response
+            status, end = 500, perf_counter()
+        self._record(scope, status, start, end, root, params)
 
     def _forget_snapshot(self) -> None:
         self._snapshot = None

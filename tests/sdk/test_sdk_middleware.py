@@ -195,12 +195,21 @@ async def test_response_time_runs_to_the_last_body_chunk_not_background_tasks(sy
     assert 50.0 <= response_time < 500.0
 
 
-async def test_response_time_includes_the_server_taking_the_last_chunk(system):
-    # uvicorn's send waits while a slow client drains its write buffer: that is part of the response
-    app = make_app(system)
-    scope = {"type": "http", "method": "GET", "path": "/ok", "root_path": "", "query_string": b"", "headers": []}
+async def test_response_time_of_a_stream_includes_the_server_taking_the_last_chunk(system):
+    # uvicorn's send waits while a slow client drains what earlier chunks filled: part of the response
+    async def stream(request):
+        async def body():
+            yield b"a" * 1000
+            yield b"b"
+
+        return StreamingResponse(body())
+
+    app = Starlette(routes=[Route("/stream", stream)])
+    app.add_middleware(MaltiMiddleware, telemetry_system=system)
+    scope = {"type": "http", "method": "GET", "path": "/stream", "root_path": "", "query_string": b"", "headers": []}
 
     async def receive():
+        await asyncio.sleep(1)  # no disconnect while streaming
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def slow_send(message):
@@ -210,6 +219,23 @@ async def test_response_time_includes_the_server_taking_the_last_chunk(system):
     await app(scope, receive, slow_send)
     await app(dict(scope), receive, slow_send)  # the second goes through the inline path
     assert [r[3] >= 50.0 for r in rows(system)] == [True, True]
+
+
+async def test_a_response_left_incomplete_is_recorded_as_500(system):
+    async def half(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        # returns without the last chunk
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    scope = {"type": "http", "method": "GET", "path": "/half", "root_path": "", "query_string": b"", "headers": []}
+    await MaltiMiddleware(half, telemetry_system=system)(scope, receive, send)
+    assert [(r[1], r[2]) for r in rows(system)] == [("<unmatched>", 500)]
 
 
 async def test_websockets_pass_through(system):
