@@ -27,6 +27,7 @@ class TelemetryBuffer:
         self.rows: deque[Row] = deque()
         self._capacity = max_size
         self.on_change: Any = None  # called when the capacity changes (the sender's snapshot hook)
+        self.labels: Any = None  # () -> (service, node) of the sender that owns the buffer
         self._lock = threading.Lock()  # only for the rare counters; appends need none
         self.taken = 0  # rows handed to the sender so far (only the sender takes)
         self.total_sent = 0
@@ -89,8 +90,9 @@ class TelemetryBuffer:
 
     # -- the original package's interface -------------------------------------
     def get_batch(self, batch_size: int) -> list[TelemetryRecord]:
-        """Remove and return up to ``batch_size`` records (service/node left empty)."""
-        return [TelemetryRecord.from_row(row, "", None) for row in self.take(batch_size)]
+        """Remove and return up to ``batch_size`` records, with the owning sender's service and node."""
+        service, node = self.labels() if self.labels is not None else ("", None)
+        return [TelemetryRecord.from_row(row, service, node) for row in self.take(batch_size)]
 
     def size(self) -> int:
         return len(self.rows)

@@ -410,6 +410,7 @@ class BatchSender:
         self._config = config if config is not None else TelemetryConfig.from_env()
         self.buffer = TelemetryBuffer(max_size=self._config.buffer_size)
         self.buffer.on_change = self._changed
+        self.buffer.labels = lambda: (self._config.service_name, self._config.node)
         self._encoder = RecordEncoder()
         self._pending: list[_Batch] = []  # taken from the buffer, not yet delivered (oldest first)
         self._stopping = False

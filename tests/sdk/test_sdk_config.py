@@ -265,3 +265,15 @@ def test_sender_settings_are_checked_like_the_environment(clean_env):
     sender.clean_mode = "false"  # stored as the environment would read it, not as the string
     sender.batch_size = "100"
     assert (sender.clean_mode, sender.batch_size) == (False, 100)
+
+
+def test_get_batch_gives_records_of_the_senders_service_and_node(clean_env):
+    from malti_sdk import TelemetryBuffer, TelemetryConfig, TelemetrySystem
+
+    system = TelemetrySystem(TelemetryConfig(api_key="k", service_name="billing", node="pod-3", malti_url="http://127.0.0.1:9"))
+    system.batch_sender.buffer.offer(("GET", "/x", 200, 1.5, "c", None, 1_700_000_000.0))
+    (record,) = system.batch_sender.buffer.get_batch(10)
+    assert (record.service, record.node, record.endpoint, record.response_time) == ("billing", "pod-3", "/x", 1.5)
+    alone = TelemetryBuffer()
+    alone.offer(("GET", "/y", 200, 1.0, "c", None, 1_700_000_000.0))
+    assert alone.get_batch(1)[0].service == ""  # a buffer of its own knows no service
