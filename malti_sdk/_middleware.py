@@ -138,7 +138,7 @@ class MaltiMiddleware:
         try:
             await self.app(scope, receive, send_with_telemetry)
         except Exception:
-            if end <= 0:  # the response was not complete
+            if end <= 0 or not status:  # the response was not complete
                 end = perf_counter()
                 status = 500
             self._record(scope, status, start, end, root, params)
@@ -175,7 +175,7 @@ class MaltiMiddleware:
             except Exception:  # telemetry must never break the app
                 self._failed()
                 return
-        if end <= 0:  # the app returned without completing a response
+        if end <= 0 or not status:  # the app returned without completing a response
             status, end = 500, perf_counter()
         self._record(scope, status, start, end, root, params)
 
