@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 logger = logging.getLogger("malti_sdk")
 
+#: where batches go, below ``MALTI_URL``
+INGEST_PATH = "/api/v1/ingest"
+
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
 
@@ -160,7 +163,7 @@ class TelemetryConfig:
     @property
     def ingest_url(self) -> str:
         """Where batches are POSTed."""
-        return f"{self.malti_url}/api/v1/ingest"
+        return self.malti_url + INGEST_PATH
 
     @property
     def overflow_threshold(self) -> int:

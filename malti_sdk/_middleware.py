@@ -223,13 +223,7 @@ class MaltiMiddleware:
             method = KNOWN_METHODS.get(scope["method"])
             if method is None:
                 method = normalize_method(scope["method"])
-            # route pattern: one lookup in the route index (the resolver handles the rest)
-            route = scope.get("route")
-            entry = self._routes._index.get(id(route))
-            if entry is not None and entry[0] is route and entry[1].__class__ is str:
-                endpoint = entry[1]
-            else:
-                endpoint = self._routes.resolve(scope, root)
+            endpoint = self._routes.resolve(scope, root)  # one lookup in the route index, mostly
             if root and endpoint != UNMATCHED:
                 endpoint = _mount_prefix(scope, root, params) + endpoint
             consumer = consumer_from_scope(scope, use_ip, anonymize)
@@ -277,8 +271,7 @@ class MaltiMiddleware:
 
     def _extract_consumer(self, request: Any, use_ip_as_consumer: bool = False, ip_anonymize: bool = False) -> str:
         """The consumer to record (see the README's consumer rules)."""
-        consumer = consumer_from_scope(request.scope, use_ip_as_consumer, ip_anonymize)
-        return consumer.decode("latin-1") if isinstance(consumer, bytes) else consumer
+        return _text(consumer_from_scope(request.scope, use_ip_as_consumer, ip_anonymize))
 
     def _extract_context(self, request: Any) -> str | None:
         """The context to record, or None."""

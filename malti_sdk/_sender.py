@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ._buffer import TelemetryBuffer
-from ._config import _ENV, TelemetryConfig
+from ._config import _ENV, INGEST_PATH, TelemetryConfig
 from ._records import RecordEncoder, Row, TelemetryRecord
 
 logger = logging.getLogger("malti_sdk")
@@ -481,16 +481,16 @@ class BatchSender:
     clean_mode = _setting("clean_mode")
     use_ip_as_consumer = _setting("use_ip_as_consumer")
     ip_anonymize = _setting("ip_anonymize")
+
     @property
     def ingest_endpoint(self) -> str:
         return self.config.ingest_url
 
     @ingest_endpoint.setter
     def ingest_endpoint(self, value: str) -> None:
-        suffix = "/api/v1/ingest"
-        if not isinstance(value, str) or not value.rstrip("/").endswith(suffix):
-            raise AttributeError(f"ingest_endpoint follows malti_url (MALTI_URL); it must end with {suffix}")
-        self.malti_url = value.rstrip("/")[: -len(suffix)]
+        if not isinstance(value, str) or not value.rstrip("/").endswith(INGEST_PATH):
+            raise AttributeError(f"ingest_endpoint follows malti_url (MALTI_URL); it must end with {INGEST_PATH}")
+        self.malti_url = value.rstrip("/")[: -len(INGEST_PATH)]
 
     @property
     def running(self) -> bool:
