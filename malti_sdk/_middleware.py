@@ -155,7 +155,7 @@ class MaltiMiddleware:
                 if (
                     entry is not None
                     and entry[0] is route
-                    and entry[1].__class__ is str
+                    and type(entry[1]) is str
                     and method is not None
                     and not (state and ("malti_consumer" in state or "context" in state or "malti_context" in state))
                     and len(rows) < limit
@@ -166,10 +166,11 @@ class MaltiMiddleware:
                     consumer = ANONYMOUS
                     rank = 4
                     for name, value in scope["headers"]:
-                        found = _CONSUMER_HEADERS.get(name)
-                        if found is not None and found < rank:
-                            consumer = value or ANONYMOUS
-                            rank = found
+                        if name in _CONSUMER_HEADERS:  # no method call for the other headers
+                            found = _CONSUMER_HEADERS[name]
+                            if found < rank:
+                                consumer = value or ANONYMOUS
+                                rank = found
                     rows.append((method, entry[1], status, (end - start) * 1000.0, consumer, None, time()))
                     return
             except Exception:  # telemetry must never break the app
