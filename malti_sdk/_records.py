@@ -101,7 +101,7 @@ class TelemetryRecord:
 
 #: the variable part of an encoded record: prefix, response time, second, microseconds
 _RECORD_TEMPLATE = '%s%.3f,"created_at":"%s.%06dZ"}'
-_TEMPLATES: dict[int, str] = {}
+_FULL_CHUNK = ",".join([_RECORD_TEMPLATE] * CHUNK)  # the sender's usual chunk; other sizes are built
 
 
 def _json_text(value: Any) -> str:
@@ -170,11 +170,7 @@ class RecordEncoder:
         count = len(values) >> 2
         if not count:
             return ""
-        template = _TEMPLATES.get(count)
-        if template is None:
-            template = ",".join([_RECORD_TEMPLATE] * count)
-            if count <= CHUNK:  # the sizes the sender uses; others are built each time
-                _TEMPLATES[count] = template
+        template = _FULL_CHUNK if count == CHUNK else ",".join([_RECORD_TEMPLATE] * count)
         return template % tuple(values)
 
     def encode_body(self, rows: Sequence[Row], service: str, node: str | None) -> bytes:
