@@ -1,23 +1,28 @@
-"""Where our cost goes under uvicorn, in CPU instructions: noise-free, unlike requests/s.
+"""Where our cost goes under uvicorn, in CPU instructions: repeatable where requests/s is not.
 
-Run:  .venv/bin/python benchmarks/sdk_instructions.py            (about 4 minutes)
-      .venv/bin/python benchmarks/sdk_instructions.py 2000       (fewer measured requests)
+Run:  .venv/bin/python benchmarks/sdk_instructions.py            (about 7 minutes)
+      .venv/bin/python benchmarks/sdk_instructions.py 8000       (more measured requests)
 
 Needs valgrind (Debian: apt-get install valgrind). The app server of
 ``sdk_overhead.py uvicorn`` (minimal Starlette app, httptools + uvloop) runs under
 ``valgrind --tool=callgrind`` once per variant; the lean client and the stub ingest
 server run natively. After a warm-up, callgrind's counters are zeroed, N requests are
-served, and the instructions the server process executed are divided by N. The count
-is the same from run to run for the same code and hash seed (PYTHONHASHSEED is fixed
-here; other seeds move every variant by up to a few thousand instructions), whatever
-else the machine is doing, so a change of a few hundred instructions per request shows,
-where requests/s would need many interleaved rounds. Instructions are not time: a cache
-miss costs no instruction, and gzip runs more instructions per µs than the interpreter.
+served, and the instructions the server process executed are divided by the requests.
+Two things would make that count depend on timing, and both are taken out:
+
+- batches go out by size (500): before zeroing and before dumping, the run waits until
+  the stub holds every full batch, so the window holds a whole number of them;
+- the event loop's and the sender's timers run whatever the load: their instructions per
+  second are measured on the idle server after the window and subtracted for its length.
+
+PYTHONHASHSEED is fixed: across seeds, dict layouts move every variant by up to a few
+thousand instructions per request. Instructions are not time: a cache miss costs no
+instruction, and zlib runs more instructions per µs than the interpreter.
 
 Variants: the bare app; ``observer`` (a layer that only wraps send, records nothing:
 the floor of any request telemetry); ours with telemetry off (no API key); ours
 recording but not delivering (batches larger than the run); ours delivering without
-gzip; ours as installed. Batches go by size (500), as under load.
+gzip; ours as installed.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ sys.path.insert(0, str(HERE))
 
 import sdk_overhead as bench  # noqa: E402  (its app, stub server, client and helpers)
 
-WARM_UP = 1500
+BATCH = 500  # the default batch size, set explicitly
+WARM_UP = 3 * BATCH
+IDLE = 4.0  # seconds of idle server after each window: the timers' instructions per second
 VARIANTS = [
     ("bare", "bare", {}),
     ("observer", "observer", {}),
@@ -66,9 +73,36 @@ COUNTING_CLIENT = bench.LEAN_CLIENT.replace(
 )
 
 
-def instructions_per_request(workdir: str, variant: str, env: dict, requests: int) -> float:
+def _dump(pid: int, out: Path) -> int:
+    """Dump callgrind's counters now; the instructions counted since the last zero or dump."""
+    before = set(glob.glob(f"{out}.*"))
+    subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
+    for _ in range(1200):
+        dumps = set(glob.glob(f"{out}.*")) - before
+        if dumps:
+            break
+        time.sleep(0.1)
+    else:
+        raise RuntimeError("callgrind wrote no dump")
+    for _ in range(100):  # the summary line is in the header, written first
+        found = re.search(r"^summary: (\d+)", Path(next(iter(dumps))).read_text(), re.M)
+        if found:
+            return int(found.group(1))
+        time.sleep(0.1)
+    raise RuntimeError("callgrind's dump has no summary")
+
+
+def instructions_per_request(workdir: str, variant: str, env: dict, requests: int, stub_port: int) -> float:
+    """Instructions per request of one variant, less the clock-driven work of an idle server.
+
+    Batches go out by size: the measured window holds a whole number of them, because
+    the run waits, before zeroing and before dumping, until the stub has every full
+    batch. The loop's and the sender's timers run whatever the load; their rate is
+    measured on the idle server right after, and subtracted for the window's length.
+    """
     port = bench.free_port()
     out = Path(tempfile.mkdtemp(dir=workdir), "callgrind.out")
+    delivers = variant == "ours" and env.get("MALTI_API_KEY") and env.get("MALTI_BATCH_SIZE") == str(BATCH)
     process = subprocess.Popen(
         [
             "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
@@ -81,8 +115,11 @@ def instructions_per_request(workdir: str, variant: str, env: dict, requests: in
     )
     try:
         bench.wait_port(port, 300)
-        served = 0
-        for count, zero in ((WARM_UP, True), (requests, False)):
+        received_before = bench.stub_count(stub_port)
+        served_in_all = 0
+
+        def serve(count: int) -> int:
+            nonlocal served_in_all
             answer = subprocess.run(
                 [sys.executable, "-c", COUNTING_CLIENT, str(port), str(count), "8"],
                 check=True, capture_output=True, text=True,
@@ -90,21 +127,26 @@ def instructions_per_request(workdir: str, variant: str, env: dict, requests: in
             served, bad = map(int, answer.stdout.split())
             if bad:
                 raise RuntimeError(f"{variant}: {bad} answers were not 200")
-            if zero:
-                subprocess.run(["callgrind_control", "--zero", str(process.pid)], check=True, capture_output=True)
-        before = set(glob.glob(f"{out}.*"))
-        subprocess.run(["callgrind_control", "--dump", str(process.pid)], check=True, capture_output=True)
-        for _ in range(1200):
-            dumps = set(glob.glob(f"{out}.*")) - before
-            if dumps:
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"{variant}: callgrind wrote no dump")
-        time.sleep(0.5)  # let callgrind finish writing
-        text = Path(dumps.pop()).read_text()
-        total = int(re.search(r"^summary: (\d+)", text, re.M).group(1))
-        return total / served
+            served_in_all += served
+            if delivers:  # every full batch at the stub
+                full = served_in_all // BATCH * BATCH
+                for _ in range(1200):
+                    if bench.stub_count(stub_port) - received_before >= full:
+                        break
+                    time.sleep(0.1)
+                else:
+                    raise RuntimeError(f"{variant}: the stub did not receive {full} records")
+            return served
+
+        serve(WARM_UP)
+        subprocess.run(["callgrind_control", "--zero", str(process.pid)], check=True, capture_output=True)
+        started = time.monotonic()
+        served = serve(requests)
+        loaded = _dump(process.pid, out)
+        window = time.monotonic() - started
+        time.sleep(IDLE)
+        idle = _dump(process.pid, out) / (time.monotonic() - started - window)
+        return (loaded - idle * window) / served
     finally:
         bench.stop_process(process)
 
@@ -129,12 +171,13 @@ def main() -> None:
             "MALTI_API_KEY": "bench",
             "MALTI_URL": f"http://127.0.0.1:{stub_port}",
             "MALTI_SERVICE_NAME": "bench",
+            "MALTI_BATCH_SIZE": str(BATCH),
             "MALTI_BATCH_INTERVAL": "600",  # batches by size, as under load (requests are slow under valgrind)
         }
         counts: dict[str, float] = {}
         try:
             for name, variant, overrides in VARIANTS:
-                counts[name] = instructions_per_request(workdir, variant, {**base_env, **overrides}, requests)
+                counts[name] = instructions_per_request(workdir, variant, {**base_env, **overrides}, requests, stub_port)
                 print(f"  {name:24} {counts[name]:9,.0f} instructions per request", flush=True)
         finally:
             bench.stop_process(stub)
