@@ -61,7 +61,6 @@ class MaltiMiddleware:
         self.app = app
         self.auto_inject_lifespan = auto_inject_lifespan
         self._system = telemetry_system
-        self._routes = RouteResolver(app, on_rebuild=self._forget_snapshot)
         self._cached: tuple | None = None  # (config, sender, buffer, settings...) of _settings()
         # (rows, backlog limit, clean_mode, route index) while the common case applies, else None
         self._snapshot: tuple | None = None
@@ -79,14 +78,11 @@ class MaltiMiddleware:
 
     @property
     def _routes(self) -> RouteResolver:
+        # Built on first use, so a subclass that skipped our __init__ has one too.
         routes = self.__dict__.get("_route_resolver")
-        if routes is None:  # a subclass that skipped our __init__
+        if routes is None:
             routes = self.__dict__["_route_resolver"] = RouteResolver(self.app, on_rebuild=self._forget_snapshot)
         return routes
-
-    @_routes.setter
-    def _routes(self, routes: RouteResolver) -> None:
-        self.__dict__["_route_resolver"] = routes
 
     @property
     def telemetry_system(self) -> TelemetrySystem:
