@@ -21,7 +21,12 @@ ALPHA = 0.01
 GAMMA = (1 + ALPHA) / (1 - ALPHA)
 LN_GAMMA = math.log(GAMMA)
 X_MIN_MS = 0.001
-MAX_KEY = 1101  # X_MIN_MS * GAMMA**1101 is about one hour; larger values share the last bucket
+#: the largest response time ingest accepts (about 31 years: longer than any stream stays open)
+MAX_RESPONSE_TIME_MS = 1e12
+#: the bucket of MAX_RESPONSE_TIME_MS (1727), so every accepted value keeps the relative accuracy.
+#: Histograms stored when this was 1101 (about one hour) hold longer values in bucket 1101.
+MAX_KEY = math.ceil(math.log(MAX_RESPONSE_TIME_MS / X_MIN_MS) / LN_GAMMA)
+assert MAX_KEY < 2048  # packed rollup cells hold the key in 11 bits (schema/003)
 _VALUE_FACTOR = X_MIN_MS * 2 / (GAMMA + 1)
 
 

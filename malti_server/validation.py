@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from .histogram import MAX_RESPONSE_TIME_MS
+
 MAX_TEXT = 500
 _TEXT_FIELDS = ("service", "node", "method", "endpoint", "consumer", "context")
 _REQUIRED_TEXT = ("service", "method", "endpoint")
@@ -224,6 +226,9 @@ def to_columns(
             errors.append({"index": i, "field": "created_at", "error": "too far in the future"})
         if r.response_time != r.response_time or r.response_time == float("inf"):
             errors.append({"index": i, "field": "response_time", "error": "must be a finite number"})
+        elif r.response_time > MAX_RESPONSE_TIME_MS:
+            errors.append({"index": i, "field": "response_time",
+                           "error": f"must be at most {MAX_RESPONSE_TIME_MS:g} ms"})
         created_at.append(ts)
         services.append(svc)
         nodes.append(clean_text(r.node) or None if r.node is not None else None)

@@ -31,6 +31,9 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 
 FILTER_FIELDS = ("service", "node", "method", "endpoint", "consumer", "context")
+#: the times a query may name: bucket arithmetic and ISO output stay well inside datetime's range
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class QueryError(Exception):
@@ -111,17 +114,30 @@ def parse_time(value: str, name: str) -> datetime:
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     try:
-        return t.astimezone(UTC)
+        t = t.astimezone(UTC)
     except (OverflowError, ValueError):
-        raise QueryError(name, f"{name}: {value[:100]!r} is out of range") from None
+        t = None
+    if t is None or not EARLIEST <= t <= LATEST:
+        raise QueryError(
+            name, f"{name}: {value[:100]!r} is out of range ({EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d})"
+        )
+    return t
+
+
+def _text_param(params: Mapping[str, str], name: str) -> str | None:
+    """A text parameter, or None when absent or empty; a NUL character is refused (no stored
+    value can hold one)."""
+    value = params.get(name)
+    if not value:
+        return None
+    if "\x00" in value:
+        raise QueryError(name, f"{name} must not contain a NUL character")
+    return value
 
 
 def parse_filters(params: Mapping[str, str], allowed: frozenset[str] | None) -> Filters:
     """Dimension filters (empty values mean no filter) and the reader's service restriction."""
-    values: dict[str, str | None] = {}
-    for name in FILTER_FIELDS:
-        v = params.get(name)
-        values[name] = v if v else None
+    values = {name: _text_param(params, name) for name in FILTER_FIELDS}
     service = values["service"]
     if allowed is not None and service is not None and service not in allowed:
         raise QueryError("service", f"you may not read metrics of service {service!r}", status=403)
@@ -132,8 +148,8 @@ def _time_range(
     params: Mapping[str, str], now: datetime, default_range: timedelta
 ) -> tuple[datetime, datetime]:
     start_s, end_s = params.get("start_time"), params.get("end_time")
-    end = parse_time(end_s, "end_time") if end_s else None
     start = parse_time(start_s, "start_time") if start_s else None
+    end = parse_time(end_s, "end_time") if end_s else None
     if end is None:
         end = now if start is None or start <= now else start
     if start is None:
@@ -215,12 +231,13 @@ def parse_requests(params: Mapping[str, str], allowed: frozenset[str] | None, no
     start, end = _time_range(params, now, DEFAULT_RANGE)
     status = parse_int(params, "status", 100, 599, None)
     limit = parse_int(params, "limit", 1, MAX_LIMIT, DEFAULT_LIMIT)
-    cursor = params.get("cursor") or None
+    cursor = _text_param(params, "cursor")
     return MetricsQuery(filters, start, end, MINUTE, start, end, status=status, limit=limit, cursor=cursor)
 
 
 def parse_dimensions(params: Mapping[str, str], allowed: frozenset[str] | None, now: datetime) -> MetricsQuery:
     """Parameters of /dimensions: time range and service."""
+    _interval(params)  # not used here, but a wrong one is refused as on the other endpoints
     filters = parse_filters(params, allowed)
     start, end = _time_range(params, now, DEFAULT_RANGE)
     return MetricsQuery(filters, start, end, HOUR, floor_time(start, HOUR), floor_time(end, HOUR) + HOUR)

@@ -218,6 +218,16 @@ def test_negative_response_time_is_422(malti_server):
     assert nothing_stored(malti_server, ep)
 
 
+def test_response_time_over_the_maximum_is_422_not_500(malti_server):
+    # 1e306 ms once overflowed the rollup's bucket arithmetic in PostgreSQL (a 500)
+    for value in (1e12 * 1.000001, 1e306, 1.7e308):
+        ep = unique()
+        r = malti_server.ingest([record(endpoint=ep, response_time=1.0), record(endpoint=ep, response_time=value)])
+        assert r.status_code == 422, (value, r.text)
+        assert "response_time" in _errors_at(r, 1)
+        assert nothing_stored(malti_server, ep)
+
+
 def test_missing_field_is_422(malti_server):
     ep = unique()
     for missing in ("method", "status", "response_time", "consumer", "service"):

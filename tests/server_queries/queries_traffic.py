@@ -28,7 +28,8 @@ STATUS_P = np.array([0.70, 0.08, 0.02, 0.04, 0.03, 0.04, 0.05, 0.03, 0.01])
 
 
 def generate(n: int, seed: int = 7) -> dict[str, list]:
-    """Columns of ``n`` records: skewed (lognormal, per-group medians 0.3-300 ms) latencies."""
+    """Columns of ``n`` records: skewed (lognormal, per-group medians 0.3-300 ms) latencies, and one
+    endpoint whose responses stay open for minutes to weeks."""
     rng = np.random.default_rng(seed)
     span = (T1 - T0).total_seconds()
     # more traffic in some hours than others, so buckets differ
@@ -46,6 +47,9 @@ def generate(n: int, seed: int = 7) -> dict[str, list]:
     rt[slow] *= rng.uniform(5, 50, slow.sum())
     tiny = rng.random(n) < 0.002
     rt[tiny] = rng.uniform(0, 0.001, tiny.sum())
+    # a streaming endpoint: responses open for minutes to weeks (up to the 1e12 ms ingest allows)
+    stream = ep == 5
+    rt[stream] = np.minimum(rt[stream] * 1e5, 1e12)
     rt = np.round(rt, 4)
     created = [T0 + timedelta(seconds=float(s)) for s in secs]
     return {

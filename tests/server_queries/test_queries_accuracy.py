@@ -37,6 +37,7 @@ FILTERS = {
     "service+node": {"service": "user-service", "node": "node-1"},
     "endpoint+consumer": {"endpoint": "/users/{user_id}", "consumer": "consumer-0"},
     "node+endpoint+context": {"node": "node-1", "endpoint": "/items/{id}", "context": "ctx-y"},
+    "streaming": {"endpoint": "/users/{user_id}/profile"},  # responses far over an hour
     "all": {"service": "auth-service", "node": "node-1", "method": "GET", "endpoint": "/items/{id}",
             "consumer": "consumer-1", "context": "ctx-x"},
 }

@@ -113,6 +113,18 @@ def test_every_bucket_present_and_aligned(malti_server):
     (REQ, {"status": "99"}, "status"),
     (REQ, {"cursor": "not-a-cursor"}, "cursor"),
     (DIM, {"start_time": "2026-01-02T00:00:00Z", "end_time": "2026-01-01T00:00:00Z"}, "start_time"),
+    (DIM, {"interval": "2min"}, "interval"),
+    # times whose buckets datetime cannot represent (once a 500)
+    (AGG, {"start_time": "0001-01-01T00:00:00Z", "end_time": "0001-01-01T00:30:00Z"}, "start_time"),
+    (AGG, {"start_time": "2026-01-01T00:00:00Z", "end_time": "9999-12-31T00:30:00Z"}, "end_time"),
+    (RT, {"start_time": "0001-01-01T00:00:00Z", "end_time": "0001-01-01T00:30:00Z"}, "start_time"),
+    (DIM, {"end_time": "9999-12-31T23:59:59Z"}, "end_time"),
+    (REQ, {"start_time": "1969-12-31T23:59:59Z"}, "start_time"),
+    # a NUL character (PostgreSQL text cannot hold one; once a 500)
+    (AGG, {"service": "a\x00b"}, "service"),
+    (REQ, {"endpoint": "/x\x00"}, "endpoint"),
+    (DIM, {"consumer": "\x00"}, "consumer"),
+    (REQ, {"cursor": "abc\x00"}, "cursor"),
 ])
 def test_bad_parameters_are_422_with_the_field(malti_server, path, params, field):
     resp = malti_server.get(path, **params)

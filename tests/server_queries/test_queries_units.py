@@ -165,9 +165,13 @@ def test_packed_merge_and_quantiles_match_the_reference_histogram():
         assert est[i] == pytest.approx(e, rel=1e-12)
         assert dense[i].sum() == sum(len(p) for p in groups[i])
     assert np.isnan(est[-1]).all()
-    assert packed.merge_blobs([None, b""]).shape == (2, packed.N_KEYS)
+    empty = packed.merge_blobs([None, b""])
+    assert empty.shape[0] == 2 and not empty.any()
     big = packed.merge_blobs([_pack([500, 7], [3_000_000, 1])])
-    assert big[0, 500] == 3_000_000 and big[0, 7] == 1
+    assert big[0, 500] == 3_000_000 and big[0, 7] == 1 and big.shape == (1, 501)
+    # the highest bucket (the largest response time ingest accepts) has its own column
+    top = packed.merge_blobs([_pack([histogram.MAX_KEY], [2]), None])
+    assert top.shape == (2, histogram.MAX_KEY + 1) and top[0, histogram.MAX_KEY] == 2
 
 
 def test_coarse_levels_serve_closed_blocks_only():
