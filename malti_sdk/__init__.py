@@ -27,6 +27,8 @@ from ._models import __all__ as _models_all
 from ._client import *  # noqa: F403  MaltiClient, AsyncMaltiClient
 from ._client import __all__ as _client_all
 
+from . import core, middleware, utils  # noqa: E402  the original's modules, as attributes too
+
 __version__ = "0.1.0"
 
 __all__ = [

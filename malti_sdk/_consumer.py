@@ -82,7 +82,7 @@ def consumer_from_scope(scope: dict, use_ip: bool, anonymize: bool) -> Any:
     if state:
         consumer = state.get("malti_consumer")
         if consumer is not None:
-            return str(consumer)
+            return str(consumer) or ANONYMOUS  # empty, like an empty header: no one in particular
     best = None
     rank = 9
     names = _IP_MODE_HEADERS if use_ip else _CONSUMER_HEADERS

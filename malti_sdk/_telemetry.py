@@ -206,6 +206,18 @@ def get_telemetry_system() -> TelemetrySystem:
     return system
 
 
+def set_process_system(system: TelemetrySystem | None) -> None:
+    """Replace the process-wide system (None: a new one from the environment on next use).
+
+    What ``malti_sdk.core._telemetry_system = ...`` does, as the original's global did.
+    """
+    global _system
+    with _system_lock:
+        old, _system = _system, system
+    if old is not None and old is not system:
+        old.batch_sender._changed()  # middlewares that recorded into it look the system up again
+
+
 def get_malti_stats() -> dict[str, Any]:
     """Statistics of the process-wide telemetry system.
 

@@ -137,6 +137,13 @@ async def test_request_state_consumer_wins_over_headers(system):
     assert _consumers(system) == ["billing"]
 
 
+async def test_empty_consumer_is_anonymous_from_state_and_headers_alike(system):
+    app = make_app(system)
+    await call(app, "/who?consumer=", headers={"x-consumer-id": "header"})
+    await call(app, "/who", headers={"x-consumer-id": ""})
+    assert _consumers(system) == ["anonymous", "anonymous"]
+
+
 async def test_context_from_request_state(system):
     app = make_app(system)
     await call(app, "/who?context=legacy", "/who?malti_context=beta", "/who")
