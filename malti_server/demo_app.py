@@ -24,6 +24,7 @@ import asyncio
 import math
 import os
 import random
+import sys
 import zlib
 from dataclasses import dataclass, field
 
@@ -304,10 +305,15 @@ def main(argv: list[str] | None = None) -> int:
     app = build_app(args.service)
     # Bind here, before uvicorn starts: the port written to --port-file is ours, no race.
     sock = _bind(args.host, args.port)
+    port = sock.getsockname()[1]
+    if args.port and port != args.port:
+        print(f"port {args.port} is taken: {args.service} listens on port {port} instead", file=sys.stderr, flush=True)
+    if not args.port_file:  # run by hand: say where
+        print(f"{args.service}: http://{args.host}:{port}", flush=True)
     if args.port_file:
         tmp = f"{args.port_file}.tmp"
         with open(tmp, "w") as f:
-            f.write(str(sock.getsockname()[1]))
+            f.write(str(port))
         os.replace(tmp, args.port_file)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])
