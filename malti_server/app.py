@@ -11,6 +11,8 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -102,6 +104,33 @@ async def _unexpected_handler(request: Request, exc: Exception) -> Response:
     return api_error(500, "Internal server error")
 
 
+class ConfiguredCors:
+    """CORS for the origins of ``[cors] allow_origins``, as the configuration file says now
+    (it is reloaded while the server runs); no origins: requests pass untouched."""
+
+    def __init__(self, app, holder: SettingsHolder) -> None:
+        self.app = app
+        self.holder = holder
+        self._built: tuple[tuple[str, ...], CORSMiddleware] | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        origins = self.holder.current.cors_origins if scope["type"] == "http" else ()
+        if not origins:
+            await self.app(scope, receive, send)
+            return
+        built = self._built
+        if built is None or built[0] != origins:
+            built = self._built = (origins, CORSMiddleware(
+                self.app,
+                allow_origins=list(origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["X-API-Key", "Content-Type", "Content-Encoding", "Idempotency-Key"],
+                expose_headers=["Retry-After"],
+                max_age=600,
+            ))
+        await built[1](scope, receive, send)
+
+
 def create_app(
     config_path: str | Path | None = None,
     database_url: str | None = None,
@@ -147,6 +176,7 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(ConfiguredCors, holder=holder)],
         lifespan=lifespan,
         exception_handlers={
             ApiError: _api_error_handler,

@@ -22,6 +22,7 @@ from typing import Any
 log = logging.getLogger("malti.config")
 
 DEFAULT_CONFIG_PATH = Path("config/malti.toml")
+_ORIGIN = re.compile(r"\*|https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?")
 
 
 class ConfigError(Exception):
@@ -89,6 +90,8 @@ class Settings:
     thresholds: Thresholds = field(default_factory=Thresholds)
     retention: Retention = field(default_factory=Retention)
     limits: Limits = field(default_factory=Limits)
+    #: browser origins allowed to call the API ("*": any); empty: no CORS headers at all
+    cors_origins: tuple[str, ...] = ()
 
     def lookup(self, api_key: str) -> Principal | None:
         """The principal owning ``api_key``: found by its digest, never by comparing secrets."""
@@ -215,6 +218,15 @@ def parse_settings(data: dict[str, Any], path: Path | None = None) -> Settings:
             checked[k] = type(default)(v)
     limits = Limits(**checked)
 
+    cors = _expect_table(data.get("cors", {}), "cors")
+    _check_keys(cors, {"allow_origins"}, "cors")
+    origins = cors.get("allow_origins", [])
+    if not isinstance(origins, list) or not all(isinstance(o, str) and _ORIGIN.fullmatch(o) for o in origins):
+        raise ConfigError(
+            'cors.allow_origins: must be a list of origins like "https://dash.example.com" (scheme and host, '
+            f'optional port, no path) or "*", got {origins!r}'
+        )
+
     return Settings(
         path=path,
         keys=keys,
@@ -223,6 +235,7 @@ def parse_settings(data: dict[str, Any], path: Path | None = None) -> Settings:
         thresholds=thresholds,
         retention=retention,
         limits=limits,
+        cors_origins=tuple(origins),
     )
 
 

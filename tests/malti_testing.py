@@ -121,6 +121,7 @@ def config_toml(
     limits: dict[str, object] | None = None,
     retention: dict[str, str] | None = None,
     thresholds: dict[str, float] | None = None,
+    cors_origins: list[str] | None = None,
 ) -> str:
     services = SERVICE_KEYS if services is None else services
     users = USER_KEYS if users is None else users
@@ -140,6 +141,8 @@ def config_toml(
             for k, v in values.items():
                 lines.append(f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}")
             lines.append("")
+    if cors_origins is not None:
+        lines += ["[cors]", "allow_origins = [" + ", ".join(f'"{o}"' for o in cors_origins) + "]", ""]
     return "\n".join(lines)
 
 

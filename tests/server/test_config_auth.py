@@ -214,3 +214,45 @@ def test_reload_reaches_every_worker(start_server):
     assert wait_until(lambda: all(ingest_status(server, new_key, "new-service") == 200 for _ in range(10)),
                       RELOAD_TIMEOUT)
     assert all(ingest_status(server, new_key, "new-service") == 200 for _ in range(20))
+
+
+# --- CORS ----------------------------------------------------------------------------------------
+
+
+def preflight(server, origin: str, path: str = "/api/v1/metrics/aggregate") -> httpx.Response:
+    return httpx.options(server.url + path, headers={
+        "Origin": origin, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "x-api-key"}, timeout=30)
+
+
+def test_cors_only_for_configured_origins_and_follows_config_changes(start_server):
+    server = start_server(cors_origins=["https://dash.example", "http://localhost:5173"])
+    ok = preflight(server, "https://dash.example")
+    assert ok.status_code == 200, ok.text
+    assert ok.headers["access-control-allow-origin"] == "https://dash.example"
+    assert "x-api-key" in ok.headers["access-control-allow-headers"].lower()
+    assert preflight(server, "https://evil.example").status_code == 400
+    r = httpx.get(server.url + AUTH_TEST, headers={"X-API-Key": USER_KEYS["viewer"], "Origin": "http://localhost:5173"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:5173"
+    r = httpx.get(server.url + AUTH_TEST, headers={"X-API-Key": USER_KEYS["viewer"], "Origin": "https://evil.example"})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    # an error answer carries the header too (a browser shows the 401, not a CORS failure)
+    r = httpx.get(server.url + AUTH_TEST, headers={"Origin": "https://dash.example"})
+    assert r.status_code == 401 and r.headers["access-control-allow-origin"] == "https://dash.example"
+
+    write_config(server.config_path, config_toml(cors_origins=["*"]))
+    assert wait_until(lambda: preflight(server, "https://other.example").status_code == 200, RELOAD_TIMEOUT)
+    write_config(server.config_path, config_toml())  # no [cors]: no CORS at all, as by default
+    assert wait_until(lambda: preflight(server, "https://dash.example").status_code == 405, RELOAD_TIMEOUT)
+    r = httpx.get(server.url + AUTH_TEST, headers={"X-API-Key": USER_KEYS["viewer"], "Origin": "https://dash.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+@pytest.mark.parametrize("origins", ['"https://dash.example/"', '"dash.example"', '"https://a.example", 3', '"null"'])
+def test_bad_cors_origins_are_a_config_error(tmp_path, origins):
+    from malti_server.config import ConfigError, load_settings
+
+    path = tmp_path / "malti.toml"
+    path.write_text(config_toml() + f"\n[cors]\nallow_origins = [{origins}]\n")
+    with pytest.raises(ConfigError, match="cors.allow_origins"):
+        load_settings(path)
