@@ -197,7 +197,8 @@ def parse_aggregate(
                 "start_time", "Time range cannot exceed 60 minutes for real-time metrics"
             )
         return _build(filters, start, end, MINUTE)
-    start, end = _time_range(params, now, DEFAULT_RANGE)
+    # interval=1min without a start: the last 60 minutes, as the original (7 days would be refused)
+    start, end = _time_range(params, now, REALTIME_RANGE if interval == "1min" else DEFAULT_RANGE)
     if interval == "1min":
         if end - start > MAX_1MIN_RANGE:
             raise QueryError(

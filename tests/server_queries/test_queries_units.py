@@ -30,6 +30,8 @@ def test_defaults_and_resolution_rule():
     assert parse_aggregate({"interval": "1hour", "start_time": "2026-11-23T09:00:00Z"}, None, NOW).resolution == "1hour"
     assert parse_aggregate({"interval": "1min", "start_time": "2026-11-23T09:00:00Z"}, None, NOW).resolution == "1min"
     assert parse_aggregate({"interval": "5min"}, None, NOW).resolution == "1hour"  # > 4 days wins
+    one_min = parse_aggregate({"interval": "1min"}, None, NOW)  # as the original: the last 60 minutes
+    assert (one_min.start, one_min.end, one_min.resolution) == (NOW - timedelta(minutes=60), NOW, "1min")
     assert parse_aggregate({"interval": ""}, None, NOW).resolution == "1hour"
 
 
