@@ -26,6 +26,7 @@ from ._consumer import _CONSUMER_HEADERS, ANONYMOUS, consumer_from_scope, contex
 from ._records import KNOWN_METHODS, normalize_method
 from ._routes import UNMATCHED, RouteResolver
 from ._sender import BatchSender
+from . import _telemetry
 from ._telemetry import TelemetrySystem, get_telemetry_system
 
 __all__ = ["MaltiMiddleware"]
@@ -70,6 +71,7 @@ class MaltiMiddleware:
     # Class-level defaults: a subclass written for the original may skip our __init__.
     auto_inject_lifespan = True
     _system: TelemetrySystem | None = None
+    _followed: Any = None  # the process-wide system last found (see _current_system)
     _cached: tuple | None = None
     _snapshot: tuple | None = None
     _hooks: tuple[str, ...] = ()  # the original's extension points a subclass overrides
@@ -183,18 +185,31 @@ class MaltiMiddleware:
         """A request could not be recorded (a bug, or input nothing anticipated): count it."""
         logger.debug("Malti: could not record a request", exc_info=True)
         try:
-            self._settings()[2].count_dropped("error", 1)
+            self._settings()[2].count_dropped("error", 1)  # (None for a stand-in: nothing to count in)
         except Exception:
             pass
 
-    def _settings(self, system: Any = None) -> tuple:
-        """What recording needs of the system, looked up once per configuration."""
+    def _current_system(self) -> Any:
+        """The system to record into: the one given, else the process-wide one, looked up again
+        only when it has been replaced (a patched getter or an overridden property: every time)."""
+        system = self._system
         if system is None:
-            system = self._system or self.telemetry_system  # a subclass may override the property
+            system = self._followed
+            if system is None or system is not _telemetry._system:
+                system = self._followed = self.telemetry_system  # a subclass may override the property
+        return system
+
+    def _settings(self, system: Any = None) -> tuple | None:
+        """What recording needs of the system, looked up once per configuration; None for a
+        stand-in system that is not ours (see _record)."""
+        if system is None:
+            system = self._current_system()
         sender = system.batch_sender
-        config = sender.config
         cached = self._cached
-        if cached is None or cached[0] is not config or cached[1] is not sender:
+        if cached is None or cached[1] is not sender or cached[0] is not sender.config:
+            if not isinstance(sender, BatchSender):
+                return None
+            config = sender.config
             cached = self._cached = (
                 config,
                 sender,
@@ -210,18 +225,27 @@ class MaltiMiddleware:
         self, scope: Scope, status: int, start: float, end: float, root: Any = None, params: Any = None
     ) -> None:
         try:
-            system = self._system or self.telemetry_system
-            if type(system) is not TelemetrySystem and not isinstance(getattr(system, "batch_sender", None), BatchSender):
-                self._record_through(system, scope, status, start, end, root, params)
-                return
-            _, sender, buffer, clean_mode, has_key, use_ip, anonymize = self._settings(system)
-            if (status == 404 or status == 401) and clean_mode:
-                return
-            if not has_key:
-                return
-            if not 100 <= status <= 599:
-                buffer.count_dropped("invalid", 1)
-                return
+            system = self._system
+            if system is None:  # the process-wide one: look again only if it was replaced
+                # (_current_system's test, inline: in IP mode every request comes this way)
+                system = self._followed
+                if system is not _telemetry._system or system is None:
+                    system = self._current_system()
+            settings = self._settings(system)
+            if settings is not None:
+                _, sender, buffer, clean_mode, has_key, use_ip, anonymize = settings
+                if (status == 404 or status == 401) and clean_mode:
+                    return
+                if not has_key:
+                    return
+                if not 100 <= status <= 599:
+                    buffer.count_dropped("invalid", 1)
+                    return
+            else:  # a stand-in system (a test's mock of the original's): asked as the original asked
+                sender = system.batch_sender
+                if sender.should_ignore_status(status) or not sender.has_api_key():
+                    return
+                buffer, use_ip, anonymize = None, sender.use_ip_as_consumer, sender.ip_anonymize
             method = KNOWN_METHODS.get(scope["method"])
             if method is None:
                 method = normalize_method(scope["method"])
@@ -232,6 +256,12 @@ class MaltiMiddleware:
             context = context_from_scope(scope)
             if self._hooks:
                 endpoint, consumer, context = self._call_hooks(scope, endpoint, consumer, context, use_ip, anonymize)
+            if buffer is None:
+                system.record_request(
+                    method=method, endpoint=endpoint, status=status, response_time=(end - start) * 1000.0,
+                    consumer=_text(consumer), context=context,
+                )
+                return
             row = (method, endpoint, status, (end - start) * 1000.0, consumer, context, time())
             rows = buffer.rows
             if len(rows) < buffer.capacity:
@@ -250,31 +280,6 @@ class MaltiMiddleware:
                 self._take_snapshot(sender)
         except Exception:  # the record is buffered: only the housekeeping failed
             logger.debug("Malti: could not start the sender", exc_info=True)
-
-    def _record_through(
-        self, system: Any, scope: Scope, status: int, start: float, end: float, root: Any, params: Any
-    ) -> None:
-        """Record into a stand-in system (a test's mock of the original's): through its
-        ``record_request``, asked the way the original middleware asked."""
-        sender = system.batch_sender
-        if sender.should_ignore_status(status) or not sender.has_api_key():
-            return
-        use_ip, anonymize = sender.use_ip_as_consumer, sender.ip_anonymize
-        endpoint = self._routes.resolve(scope, root)
-        if root and endpoint != UNMATCHED:
-            endpoint = _mount_prefix(scope, root, params) + endpoint
-        consumer = consumer_from_scope(scope, use_ip, anonymize)
-        context = context_from_scope(scope)
-        if self._hooks:
-            endpoint, consumer, context = self._call_hooks(scope, endpoint, consumer, context, use_ip, anonymize)
-        system.record_request(
-            method=normalize_method(scope["method"]),
-            endpoint=endpoint,
-            status=status,
-            response_time=(end - start) * 1000.0,
-            consumer=_text(consumer),
-            context=context,
-        )
 
     def _take_snapshot(self, sender: Any) -> None:
         # Version first, settings after: a change from here on forgets what is stored below.
