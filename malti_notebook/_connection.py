@@ -6,6 +6,7 @@ import html
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -29,8 +30,14 @@ DEFAULT_REQUEST_LIMIT = 1000
 
 def _time(value: Any) -> Any:
     """Pass datetimes/strings/timedeltas to the client; convert the other pandas/numpy time types."""
+    if value is pd.NaT:  # (a datetime subclass)
+        return None
     if value is None or isinstance(value, (datetime, date, timedelta, str)):
         return value
+    if isinstance(value, (bool, int, float, np.number)):
+        raise MaltiUsageError(
+            f"{value!r} is not a time: use a datetime, an ISO string, or a span like '24h' (that long before now)"
+        )
     try:
         converted = pd.Timestamp(value)
     except (TypeError, ValueError):

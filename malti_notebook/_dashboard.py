@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from malti_sdk import Dashboard, Dimensions, MaltiError
+from malti_sdk import Dashboard, Dimensions, MaltiError, MaltiUsageError
 
 from . import _frames, _html, _plots
 
@@ -44,7 +44,8 @@ class MaltiDashboard(widgets.VBox):
     """A live dashboard widget. Drive it from Python as well as by clicking::
 
         dash = m.dashboard()
-        dash.filters["service"].value = "auth-service"   # re-queries
+        dash.select(service="auth-service")               # re-queries (any value, seen or not)
+        dash.filters["node"].value = "node-1"             # a dropdown takes one of its options
         dash.range_buttons.value = "7d"                   # re-queries
         dash.auto_refresh.value = True                    # refresh every ``refresh_seconds``
     """
@@ -58,13 +59,14 @@ class MaltiDashboard(widgets.VBox):
         refresh_seconds: float = 30.0,
         **filters: str | None,
     ) -> None:
+        self._timer: threading.Thread | None = None
+        self._stop = threading.Event()  # the running auto-refresh loop's (each loop has its own)
         if range not in RANGES:
-            raise ValueError(f"range must be one of {', '.join(RANGES)}, not {range!r}")
+            raise MaltiUsageError(f"range must be one of {', '.join(RANGES)}, not {range!r}")
         self._malti = malti
         self._lock = threading.RLock()
         self._quiet = False  # set while options are rewritten, so observers do not re-query
-        self._timer: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._options_stale = True  # the dropdowns have not been filled from the server yet
         self.refresh_seconds = max(float(refresh_seconds), MIN_REFRESH_SECONDS)
         self.last_dashboard: Dashboard | None = None
         self.last_query: dict[str, Any] | None = None
@@ -111,7 +113,7 @@ class MaltiDashboard(widgets.VBox):
         for name, dropdown in self.filters.items():
             dropdown.observe(self._on_filter_change(name), names="value")
         self.range_buttons.observe(self._on_range_change, names="value")
-        self.refresh_button.on_click(lambda _button: self.refresh())
+        self.refresh_button.on_click(lambda _button: (self.reload_options(), self.refresh()))
         self.auto_refresh.observe(self._on_auto_refresh, names="value")
 
         self.reload_options()
@@ -145,7 +147,11 @@ class MaltiDashboard(widgets.VBox):
                 self.endpoints_table.value = _html.endpoints_html(dashboard.endpoints)
             except Exception as error:  # noqa: BLE001  shown to the user, never raised into the widget loop
                 self.last_error = error
-                self.status.value = _html.status_html(_describe(error), error=True)
+                message = _describe(error)
+                if query != self.last_query:  # never show the previous selection's figures as this one's
+                    self._clear()
+                    message += " (nothing shown for this selection yet)"
+                self.status.value = _html.status_html(message, error=True)
                 return
             self.last_dashboard = dashboard
             self.last_query = query
@@ -156,6 +162,34 @@ class MaltiDashboard(widgets.VBox):
             self.status.value = _html.status_html(
                 f"updated {now} UTC · {dashboard.resolution or '?'} buckets · {elapsed:.0f} ms"
             )
+        if self._options_stale:  # the server was unreachable when the dropdowns were filled
+            self.reload_options()
+
+    def _clear(self) -> None:
+        self.last_dashboard = None
+        self.last_query = None
+        self.cards.value = ""
+        self.requests_chart.value = b""
+        self.latency_chart.value = b""
+        self.endpoints_table.value = ""
+
+    def select(self, **filters: str | None) -> None:
+        """Set filters (``service=``, ``node=``, ...; None: all) and re-query once. Unlike
+        assigning a dropdown's ``value``, a value not seen in the range is accepted."""
+        unknown = sorted(set(filters) - set(self.filters))
+        if unknown:
+            raise MaltiUsageError(f"unknown filter {unknown[0]!r}: use {', '.join(self.filters)}")
+        self._quiet = True
+        try:
+            for name, value in filters.items():
+                dropdown = self.filters[name]
+                if value is not None and value not in [v for _label, v in dropdown.options]:
+                    dropdown.options = [*dropdown.options, (value, value)]
+                dropdown.value = value
+        finally:
+            self._quiet = False
+        self.reload_options()
+        self.refresh()
 
     def reload_options(self) -> None:
         """Fill the dropdowns with the values seen in the selected range (and service)."""
@@ -165,7 +199,9 @@ class MaltiDashboard(widgets.VBox):
         except Exception as error:  # noqa: BLE001
             self.last_error = error
             self.status.value = _html.status_html(_describe(error), error=True)
+            self._options_stale = True  # filled again after the next refresh that reaches the server
             return
+        self._options_stale = False
         if self.filters["service"].value is not None:
             # the other services stay selectable even while one is chosen
             try:
@@ -226,10 +262,12 @@ class MaltiDashboard(widgets.VBox):
 
     def start_auto_refresh(self) -> None:
         """Refresh every ``refresh_seconds`` until stopped (or the widget is closed)."""
-        if self._timer is not None and self._timer.is_alive():
+        if self._timer is not None and self._timer.is_alive() and not self._stop.is_set():
             return
-        self._stop.clear()
-        self._timer = threading.Thread(target=self._auto_loop, name="malti-dashboard-refresh", daemon=True)
+        # A new loop with its own event: one that was stopped but is still finishing a refresh
+        # ends on its own (set) event instead of swallowing this start.
+        self._stop = stop = threading.Event()
+        self._timer = threading.Thread(target=self._auto_loop, args=(stop,), name="malti-dashboard-refresh", daemon=True)
         self._timer.start()
         if not self.auto_refresh.value:
             self.auto_refresh.value = True
@@ -240,17 +278,18 @@ class MaltiDashboard(widgets.VBox):
         if self.auto_refresh.value:
             self.auto_refresh.value = False
 
-    def _auto_loop(self) -> None:
-        while not self._stop.wait(self.refresh_seconds):
+    def _auto_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self.refresh_seconds):
             self.refresh()
 
     def close(self) -> None:
         """Stop auto-refresh and close the widgets."""
         self._stop.set()
-        for child in (*self.filters.values(), self.range_buttons, self.refresh_button, self.auto_refresh,
-                      self.cards, self.latency_chart, self.requests_chart, self.endpoints_table,
-                      self.title_html, self.status):  # fmt: skip
-            child.close()
+        if "status" in self.__dict__:  # fully built (a bad argument stops __init__ before the widgets)
+            for child in (*self.filters.values(), self.range_buttons, self.refresh_button, self.auto_refresh,
+                          self.cards, self.latency_chart, self.requests_chart, self.endpoints_table,
+                          self.title_html, self.status):  # fmt: skip
+                child.close()
         super().close()
 
 

@@ -98,6 +98,8 @@ def resolve_time(value: TimeLike, *, now: datetime | None = None) -> datetime | 
     if text.lower() == "now":
         return current
     relative = _RELATIVE.match(text)
+    if relative and relative["unit"] == "M":
+        raise MaltiUsageError(f"{value!r} is ambiguous: write '{relative['amount']}min' or '{relative['amount']}mo'")
     if relative and relative["unit"].lower() in _UNIT_SECONDS:
         seconds = float(relative["amount"]) * _UNIT_SECONDS[relative["unit"].lower()]
         return current - timedelta(seconds=seconds)
@@ -111,14 +113,21 @@ def resolve_time(value: TimeLike, *, now: datetime | None = None) -> datetime | 
     return resolve_time(parsed)
 
 
+def _relative(value: TimeLike) -> bool:
+    """Whether a time argument is relative to now ("24h", "now", a timedelta)."""
+    if isinstance(value, timedelta):
+        return True
+    return isinstance(value, str) and (value.strip().lower() == "now" or bool(_RELATIVE.match(value)))
+
+
 def format_time(value: datetime) -> str:
     """A UTC datetime as the API's ISO 8601 form with a ``Z``."""
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _time_param(value: TimeLike, name: str) -> str | None:
+def _time_param(value: TimeLike, name: str, now: datetime | None = None) -> str | None:
     try:
-        resolved = resolve_time(value)
+        resolved = resolve_time(value, now=now)
     except MaltiUsageError as error:
         raise MaltiUsageError(f"{name}: {error}") from None
     return None if resolved is None else format_time(resolved)
@@ -158,8 +167,13 @@ def _query(
     params = _filter_params(
         service=service, node=node, method=method, endpoint=endpoint, consumer=consumer, context=context
     )
-    start = _time_param(start_time, "start_time")
-    end = _time_param(end_time, "end_time")
+    now = datetime.now(timezone.utc)  # one "now" for both ends
+    start = _time_param(start_time, "start_time", now)
+    end = _time_param(end_time, "end_time", now)
+    if end is None and start is not None and _relative(start_time):
+        # "24h" means the 24 hours up to now: send that now, not the server's a moment later
+        # (which would make the range a little longer than asked, e.g. over interval=1min's 24 h)
+        end = format_time(now)
     if start is not None:
         params["start_time"] = start
     if end is not None:

@@ -157,9 +157,44 @@ def test_relative_times_mean_that_long_before_now():
     assert format_time(now) == "2026-11-23T12:00:00Z"
 
 
+def _sent_params(*calls) -> list[dict]:
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(dict(request.url.params))
+        return httpx.Response(200, json=DASHBOARD)
+
+    with client_for(handler) as client:
+        for call in calls:
+            call(client)
+    return seen
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_a_relative_start_is_sent_with_the_same_now_as_its_end():
+    # the server's own "now" comes a moment later: "24h" at 1-minute resolution was 24 h + ε, a 422
+    seen = _sent_params(
+        lambda c: c.aggregate(start_time="24h", interval="1min"),
+        lambda c: c.aggregate(start_time=timedelta(hours=24), interval="1min"),
+        lambda c: c.aggregate(start_time="now"),
+    )
+    for params in seen[:2]:
+        assert _utc(params["end_time"]) - _utc(params["start_time"]) == timedelta(hours=24)
+    assert seen[2]["start_time"] == seen[2]["end_time"]
+
+
+def test_an_absolute_start_leaves_the_end_to_the_server():
+    (params,) = _sent_params(lambda c: c.aggregate(start_time="2026-11-23T10:00:00Z"))
+    assert params == {"start_time": "2026-11-23T10:00:00Z"}
+
+
 @pytest.mark.parametrize(
     "call",
     [
+        lambda c: c.aggregate(start_time="3M"),  # minutes or months? refused, with both spellings offered
         lambda c: c.aggregate(start_time="last tuesday"),
         lambda c: c.aggregate(interval="2min"),
         lambda c: c.aggregate(service=42),

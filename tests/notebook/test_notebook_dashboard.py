@@ -134,3 +134,84 @@ def test_every_range_button_is_accepted_by_the_server(dash):
         dash.range_buttons.value = label
         assert dash.last_error is None, (label, dash.last_error)
         assert dash.last_query["start_time"] and dash.last_dashboard.time_series
+
+
+def test_stopping_and_restarting_auto_refresh_at_once_keeps_it_running(dash):
+    # The stopped loop may still be alive (finishing a refresh) when it is started again:
+    # the new start must not be swallowed by it.
+    dash.refresh_seconds = 0.05
+    dash.start_auto_refresh()
+    first = dash._timer
+    dash.stop_auto_refresh()
+    dash.start_auto_refresh()
+    assert dash.auto_refresh.value is True
+    first.join(timeout=10)
+    counted = dash.refresh_count
+    deadline = time.monotonic() + 20
+    while dash.refresh_count < counted + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dash._timer.is_alive() and dash.refresh_count >= counted + 2
+    dash.stop_auto_refresh()
+
+
+def test_select_accepts_values_not_seen_in_the_range(dash):
+    dash.select(service="auth-service", consumer="nobody-ever")
+    assert dash.last_query["service"] == "auth-service" and dash.last_query["consumer"] == "nobody-ever"
+    assert dash.last_error is None and dash.last_dashboard.metrics_summary.total_requests == 0
+    assert "nobody-ever" in [value for _label, value in dash.filters["consumer"].options]
+    dash.select(consumer=None)
+    assert dash.last_dashboard.metrics_summary.total_requests == 6
+    with pytest.raises(MaltiUsageError, match="servce"):
+        dash.select(servce="auth-service")
+
+
+def test_a_bad_range_is_a_usage_error_and_leaves_nothing_half_built():
+    import gc
+    import sys
+
+    unraisable = []
+    previous, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        with connect("http://127.0.0.1:9", "key") as m, pytest.raises(MaltiUsageError, match="range"):
+            m.dashboard(range="2d")
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+    assert unraisable == []
+
+
+def test_outage_then_recovery_clears_stale_figures_and_refills_the_dropdowns(start_server):
+    from malti_testing import record
+
+    server = start_server()
+    assert server.ingest([record("auth-service", consumer="web")]).status_code == 200
+    with connect(server.url, server.user_keys["viewer"]) as m:
+        server.stop()
+        dashboard = m.dashboard(range="1h")  # built while the server is down
+        assert isinstance(dashboard.last_error, MaltiConnectionError)
+        assert [value for _label, value in dashboard.filters["service"].options] == [None]
+        server.start()
+        dashboard.refresh()
+        assert dashboard.last_error is None and dashboard.last_dashboard.metrics_summary.total_requests == 1
+        assert "auth-service" in [value for _label, value in dashboard.filters["service"].options]
+        assert "web" in [value for _label, value in dashboard.filters["consumer"].options]
+
+        server.stop()
+        dashboard.range_buttons.value = "24h"  # a new selection that cannot be loaded
+        assert isinstance(dashboard.last_error, MaltiConnectionError)
+        assert dashboard.cards.value == "" and dashboard.last_dashboard is None  # not the 1h figures as 24h's
+        assert "nothing shown for this selection" in dashboard.status.value
+        dashboard.close()
+
+
+def test_notebook_times_refuse_numbers_and_read_nat_as_unset(m):
+    import pandas as pd
+
+    assert m.summary(start=pd.NaT).iloc[0].total_requests == TOTAL
+    with pytest.raises(MaltiUsageError, match="not a time"):
+        m.summary(start=5)
+
+
+def test_a_24_hour_range_at_one_minute_resolution_is_accepted(m):
+    frame = m.timeseries(start="24h", interval="1min")
+    assert len(frame) >= 24 * 60
