@@ -73,7 +73,7 @@ class MaltiApp(App):
                 self.push_screen(LoginScreen(url=url, message=str(error), remember=self.settings.remember))
                 return
             self.open_dashboard(source)
-            self.run_worker(self._fetch_auth(), group="auth", exclusive=True, exit_on_error=False)
+            self.run_worker(self._fetch_auth, group="auth", exclusive=True, exit_on_error=False)
         else:
             self.push_screen(LoginScreen(url=url, remember=self.settings.remember))
 

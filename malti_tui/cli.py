@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(
             f"malti-tui needs the [tui] extra ({missing} is missing): "
-            "pip install -e '.[tui]' in the Malti clone, or pip install 'malti-stack[tui]'",
+            "pip install -e '.[tui]' in the Malti clone (or pip install '/path/to/malti[tui]')",
             file=sys.stderr,
         )
         return 2

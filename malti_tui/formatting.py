@@ -1,8 +1,9 @@
 """Pure helpers that turn numbers and telemetry text into display text.
 
 Everything that comes from telemetry data (endpoints, consumers, services,
-contexts, nodes) goes through :func:`safe_text` before it reaches the screen:
-control characters (escape sequences included) are removed and the result is a
+contexts, nodes, status codes) goes through :func:`clean` or :func:`safe_text`
+before it reaches the screen: control characters (escape sequences included),
+bidi controls and zero-width characters are removed and the result is a
 :class:`rich.text.Text`, which Textual never parses as markup. So an endpoint
 called ``[bold red]x[/]`` shows exactly those characters.
 """
@@ -17,20 +18,38 @@ from rich.text import Text
 
 Level = Literal["success", "warning", "error", "neutral"]
 
+WAITING = "waiting for data"
+"""What a chart or box says before the first answer."""
+NO_REQUESTS = "no requests in this range"
+"""What it says when the server answered with no traffic (for the filters, if any)."""
+
 # C0 and C1 control characters and DEL: a lone ESC starts a terminal escape
 # sequence, so the whole range goes (tabs and newlines too: one record, one line).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Invisible format characters go as well: bidi embeddings, overrides and isolates
+# (U+202A-U+202E, U+2066-U+2069, U+200E/U+200F, U+061C) can reorder what the
+# terminal shows; zero-width characters (U+200B-U+200D, U+2060-U+2064, U+FEFF,
+# U+180E, soft hyphen) and tag characters hide text or make two names look alike;
+# the Unicode line and paragraph separators (U+2028, U+2029) break lines.
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"
+    "\ufff9-\ufffb\U000e0000-\U000e007f]"
+)
 
 
 def clean(value: object, max_length: int = 200) -> str:
-    """Return ``value`` as one printable line: no control characters, at most
-    ``max_length`` characters (cut with an ellipsis)."""
+    """Return ``value`` as one printable line: no control, bidi or zero-width
+    characters, at most ``max_length`` characters (cut with an ellipsis)."""
     if value is None:
         return ""
     text = _CONTROL.sub("", str(value))
     if len(text) > max_length:
         text = text[: max_length - 1] + "…"
     return text
+
+
+def status_label(code: object) -> str:
+    """A status-code key of the data (``"200"``) as at most three printable characters."""
+    return clean(code)[:3]
 
 
 def safe_text(value: object, style: str = "", max_length: int = 200, empty: str = "") -> Text:

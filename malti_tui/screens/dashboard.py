@@ -3,6 +3,8 @@ the live request log, for a time range and filters."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -83,6 +85,16 @@ class DashboardScreen(LiveScreen):
         self.query_one(RequestsChart).set_series(dashboard.time_series)
         self.query_one(ConsumersChart).set_consumers(dashboard.consumers)
 
+    def show_unavailable(self, reason: str) -> None:
+        super().show_unavailable(reason)
+        self.set_class(False, "-empty")  # not "no requests": we do not know
+        for table in self.query(EndpointsTable):
+            table.set_records(())
+        self.query_one(ConsumersTable).set_records(())
+        self.query_one(StatusTable).set_records(())
+        for chart in (self.query_one(LatencyChart), self.query_one(RequestsChart), self.query_one(ConsumersChart)):
+            chart.show_unavailable(reason)
+
     def log_visible(self) -> bool:
         return self.query_one(TabbedContent).active == "log"
 
@@ -135,7 +147,8 @@ class DashboardScreen(LiveScreen):
         if name == "node" and not self.query_state.filters.service:
             self.notify("Choose a service first (s): nodes belong to a service.", severity="warning")
             return
-        self.run_worker(self._pick(name, self.query_state), group="dimensions", exclusive=True, exit_on_error=False)
+        self.run_worker(partial(self._pick, name, self.query_state), group="dimensions", exclusive=True,
+                        exit_on_error=False)
 
     async def _pick(self, name: str, query: Query) -> None:
         try:

@@ -83,6 +83,11 @@ class DrilldownScreen(LiveScreen):
         self.query_one(LatencyChart).set_series(dashboard.time_series)
         self.query_one(StatusBreakdown).set_counts(merge_breakdowns(dashboard.status_distribution))
 
+    def show_unavailable(self, reason: str) -> None:
+        super().show_unavailable(reason)
+        self.query_one(LatencyChart).show_unavailable(reason)
+        self.query_one(StatusBreakdown).show_unavailable(reason)
+
     def log_visible(self) -> bool:
         return True
 

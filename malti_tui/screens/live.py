@@ -5,16 +5,23 @@ cannot answer (with automatic retry).
 Queries run in exclusive async workers: a new range or filter cancels the
 query still in flight, and the event loop keeps handling keys while a slow
 query waits on the network.
+
+Figures on screen always belong to the range and filters shown above them:
+when the server cannot answer a new query, the previous query's figures are
+cleared (``–``, charts saying why) rather than left under the new label.
 """
 
 from __future__ import annotations
+
+import math
+from functools import partial
 
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from ..config import LOG_LIMIT, RETRY_SECONDS
-from ..data import AuthFailed, Dashboard, DataError, DataSource, Query, RateLimited, Thresholds
+from ..data import AuthFailed, Dashboard, DataError, DataSource, Query, RateLimited, ServerUnavailable, Thresholds
 from ..timeranges import get_range
 from ..widgets.cards import MetricCards, system_level
 from ..widgets.header import Banner, FilterBar, RangeBar, RefreshState, StatusIndicator
@@ -22,6 +29,17 @@ from ..widgets.request_log import RequestLog
 
 LOG_POLL_SECONDS = 2.0
 """How often the recent-requests log asks for new records while it is shown."""
+
+
+def unavailable_reason(error: DataError) -> str:
+    """Why a view has no figures, in a few words (the banner has the details)."""
+    if isinstance(error, ServerUnavailable):
+        return "offline, no data yet"
+    if isinstance(error, RateLimited):
+        return "rate limited, no data yet"
+    if isinstance(error, AuthFailed):
+        return "key refused, no data"
+    return "query failed, no data"
 
 
 class LiveScreen(Screen):
@@ -32,12 +50,17 @@ class LiveScreen(Screen):
         self.source = source
         self.query_state = query
         self.dashboard: Dashboard | None = None
+        self.dashboard_query: Query | None = None
+        """The query :attr:`dashboard` answers (the figures on screen belong to it)."""
         self.loads = 0
         """Completed loads (tests and benchmarks wait on it)."""
         self.last_error: DataError | None = None
         self._timer: Timer | None = None
         self._log_timer: Timer | None = None
         self._retry_timer: Timer | None = None
+        self._countdown: Timer | None = None
+        self._retry_left = 0
+        self._retry_message: tuple[str, str] = ("", "error")
         self.paused = False
         self.start_paused: bool | None = None
         """Start with auto-refresh paused (``None``: as the app's setting says)."""
@@ -88,7 +111,10 @@ class LiveScreen(Screen):
     def load(self) -> Worker:
         """Fetch the dashboard for the current query in a worker."""
         self.query_one(RefreshState).show(loading=True)
-        return self.run_worker(self._load(self.query_state), group="load", exclusive=True, exit_on_error=False)
+        # The work is a callable, not a coroutine: a queued load that a newer one
+        # replaces before it starts then leaves no coroutine that was never awaited.
+        return self.run_worker(partial(self._load, self.query_state), group="load", exclusive=True,
+                               exit_on_error=False)
 
     async def _load(self, query: Query) -> None:
         try:
@@ -100,7 +126,9 @@ class LiveScreen(Screen):
         if query != self.query_state:  # superseded while in flight
             return
         self.last_error = None
+        self._cancel_retry()
         self.dashboard = dashboard
+        self.dashboard_query = query
         self.query_one(Banner).show_message(None)
         self.show_dashboard(dashboard)
         self.query_one(StatusIndicator).set_state(system_level(dashboard.summary, self.thresholds))
@@ -114,23 +142,55 @@ class LiveScreen(Screen):
         self.query_one(MetricCards).show(dashboard.summary, self.thresholds)
 
     def show_error(self, error: DataError) -> None:
-        """Say what went wrong, keep the last data, and retry by itself."""
+        """Say what went wrong and retry by itself (counting down in the banner).
+
+        The last data stays on screen while it answers the current query (a
+        failed refresh); after a change of range or filters it is cleared, so
+        the previous query's figures never show under the new label."""
         self.last_error = error
         self.query_one(RefreshState).show(loading=False)
         retry = error.retry_after if error.retry_after else RETRY_SECONDS
         retry = max(1.0, min(float(retry), 60.0))
         level = "warning" if isinstance(error, RateLimited) else "error"
-        self.query_one(Banner).show_message(f"{error}  (next try in {retry:.0f}s)", level)
         if not isinstance(error, (AuthFailed, RateLimited)):
             self.query_one(StatusIndicator).set_state("offline")
-        if isinstance(error, AuthFailed) and self.dashboard is None:
+        if isinstance(error, AuthFailed) and not self.loads:
             on_auth_failed = getattr(self.app, "on_auth_failed", None)
             if on_auth_failed is not None:
                 on_auth_failed(error)
                 return
-        if self._retry_timer is not None:
-            self._retry_timer.stop()
+        if self.dashboard_query != self.query_state:
+            self.dashboard = None
+            self.show_unavailable(unavailable_reason(error))
+        self._cancel_retry()
+        self._retry_message = (str(error), level)
+        self._retry_left = math.ceil(retry)
+        self._show_retry()
+        self._countdown = self.set_interval(1.0, self._count_down)
         self._retry_timer = self.set_timer(retry, self.load)
+
+    def show_unavailable(self, reason: str) -> None:
+        """Clear the figures: there are none for the current query (``reason``
+        says why; screens clear their own widgets)."""
+        self.query_one(MetricCards).clear()
+        self.query_one(RefreshState).forget_update()
+
+    def _show_retry(self) -> None:
+        message, level = self._retry_message
+        when = f"next try in {self._retry_left}s" if self._retry_left > 0 else "trying again…"
+        self.query_one(Banner).show_message(f"{message}  ({when})", level)
+
+    def _count_down(self) -> None:
+        self._retry_left -= 1
+        self._show_retry()
+        if self._retry_left <= 0 and self._countdown is not None:
+            self._countdown.stop()
+
+    def _cancel_retry(self) -> None:
+        for timer in (self._retry_timer, self._countdown):
+            if timer is not None:
+                timer.stop()
+        self._retry_timer = self._countdown = None
 
     def thresholds_changed(self) -> None:
         """Re-colour with new thresholds."""
@@ -154,7 +214,7 @@ class LiveScreen(Screen):
 
     def _poll_log(self) -> None:
         if self.log_visible() and self.on_view:
-            self.run_worker(self._load_log(self.query_state), group="log", exclusive=True, exit_on_error=False)
+            self.run_worker(partial(self._load_log, self.query_state), group="log", exclusive=True, exit_on_error=False)
 
     async def _load_log(self, query: Query) -> None:
         try:

@@ -7,6 +7,8 @@ server is retried automatically with a countdown.
 
 from __future__ import annotations
 
+from functools import partial
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Center, Horizontal, Vertical
@@ -94,7 +96,7 @@ class LoginScreen(Screen):
             self.query_one("#login-key", Input).focus()
             return
         self.show_message(f"Connecting to {url}…", "info")
-        self.run_worker(self._check(url, key), group="login", exclusive=True, exit_on_error=False)
+        self.run_worker(partial(self._check, url, key), group="login", exclusive=True, exit_on_error=False)
 
     async def _check(self, url: str, key: str) -> None:
         self.attempts += 1

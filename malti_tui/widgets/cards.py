@@ -72,6 +72,11 @@ class MetricCards(Horizontal):
                 format_latency(value), level_for(value, t.latency_success, t.latency_warning)
             )
 
+    def clear(self) -> None:
+        """Show ``–`` on every card (no figures for the current selection)."""
+        for card_id, _ in CARDS:
+            self.card(card_id).set_value("–")
+
 
 def system_level(summary: Summary, thresholds: Thresholds) -> Level:
     """The system status: the worse of the error-rate and average-latency levels

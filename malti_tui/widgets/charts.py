@@ -3,6 +3,8 @@ with errors, top consumers.
 
 Each chart keeps its data and redraws on resize; long series are thinned to
 the chart's width first so a year of hourly buckets plots as fast as an hour.
+With nothing to plot a chart says why: still loading, no requests in the range,
+or no data because the server could not be asked.
 Labels from telemetry data are cleaned of control characters (plotext output
 is parsed for ANSI codes).
 """
@@ -16,7 +18,7 @@ from rich.text import Text
 from textual_plotext import PlotextPlot
 
 from ..data import Bucket, ConsumerStat
-from ..formatting import clean
+from ..formatting import NO_REQUESTS, WAITING, clean, format_count
 
 LATENCY_SERIES: tuple[tuple[str, str, str], ...] = (
     ("max_latency", "max", "red"),
@@ -67,16 +69,41 @@ def thin(buckets: Sequence[Bucket], points: int) -> list[Bucket]:
 
 
 def time_labels(moments: Sequence[datetime], ticks: int) -> tuple[list[int], list[str]]:
-    """Positions and labels for about ``ticks`` x-axis ticks: times of day when the
-    series spans under two days, dates otherwise."""
+    """Positions and labels for about ``ticks`` x-axis ticks, no label twice.
+
+    Times of day when the series spans under two days, else dates (no more ticks
+    than days), with the year when the series runs into another year
+    (``2025-12-01``)."""
     if not moments:
         return [], []
     span = (moments[-1] - moments[0]).total_seconds()
-    fmt = "%H:%M" if span < 2 * 86400 else "%m-%d"
+    if span < 2 * 86400:
+        fmt = "%H:%M"
+    else:
+        fmt = "%Y-%m-%d" if moments[0].year != moments[-1].year else "%m-%d"
+        ticks = min(ticks, int(span // 86400) + 1)
     ticks = max(2, min(ticks, len(moments)))
     step = max(1, (len(moments) - 1) // (ticks - 1)) if len(moments) > 1 else 1
-    positions = list(range(0, len(moments), step))
-    return positions, [moments[i].strftime(fmt) for i in positions]
+    positions, labels = [], []
+    for i in range(0, len(moments), step):
+        label = moments[i].strftime(fmt)
+        if label not in labels:  # buckets need not be evenly spaced: never repeat a label
+            positions.append(i)
+            labels.append(label)
+    return positions, labels
+
+
+def count_ticks(maximum: float, ticks: int) -> list[int]:
+    """Whole-number tick values from 0 up to ``maximum`` in a round step (1, 2 or
+    5 times a power of ten), at most ``ticks`` of them when a round step allows:
+    request counts are never 201.2. The axis itself still ends at ``maximum``."""
+    ticks = max(2, ticks)
+    if maximum < 1:
+        return [0, 1]  # an empty axis runs from 0 to 1
+    steps = [m * 10**k for k in range(len(str(int(maximum)))) for m in (1, 2, 5)]
+    fitting = [s for s in steps if s <= maximum]
+    step = next((s for s in fitting if maximum // s + 1 <= ticks), fitting[-1])
+    return list(range(0, int(maximum) + 1, step))
 
 
 class _Chart(PlotextPlot):
@@ -85,9 +112,23 @@ class _Chart(PlotextPlot):
     def __init__(self, title: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.chart_title = title
+        self._data: list = []
+        self.placeholder = WAITING
+        """What the chart says while it has nothing to plot."""
         self._version = 0
         self._cache_key: tuple | None = None
         self._cached: Text | None = None
+
+    def _set_data(self, data: Sequence) -> None:
+        self._data = list(data)
+        self.placeholder = NO_REQUESTS  # an answer without data: no traffic
+        self.redraw()
+
+    def show_unavailable(self, reason: str) -> None:
+        """Drop the data and say why there is none (e.g. the server is offline)."""
+        self._data = []
+        self.placeholder = reason
+        self.redraw()
 
     def on_resize(self) -> None:
         self.redraw()
@@ -102,8 +143,8 @@ class _Chart(PlotextPlot):
         self.refresh()
 
     def has_data(self) -> bool:
-        """Whether there is anything to plot yet."""
-        return True
+        """Whether there is anything to plot."""
+        return bool(self._data)
 
     def render(self) -> Text:
         # Building a plotext figure takes tens of milliseconds: build once per
@@ -111,7 +152,7 @@ class _Chart(PlotextPlot):
         key = (self._version, self.size, self.app.theme, self.theme)
         if key != self._cache_key or self._cached is None:
             if not self.has_data():
-                self._cached = Text(self.chart_title + " – waiting for data", style="dim", justify="center")
+                self._cached = Text(f"{self.chart_title} – {self.placeholder}", style="dim", justify="center")
             else:
                 self._cached = super().render()
             self._cache_key = key
@@ -123,24 +164,23 @@ class _Chart(PlotextPlot):
     def _points(self) -> int:
         return max(10, self.size.width - 10)
 
+    def _count_ticks(self, maximum: float, ticks: int) -> tuple[list[int], list[str]]:
+        values = count_ticks(maximum, ticks)
+        return values, [format_count(value) for value in values]
+
 
 class LatencyChart(_Chart):
     """min / avg / p95 / max latency per bucket."""
 
     def __init__(self, title: str = "Latency (ms, 2xx)", **kwargs) -> None:
         super().__init__(title, **kwargs)
-        self._buckets: list[Bucket] = []
 
     def set_series(self, buckets: Sequence[Bucket]) -> None:
         """Plot ``buckets``."""
-        self._buckets = list(buckets)
-        self.redraw()
-
-    def has_data(self) -> bool:
-        return bool(self._buckets)
+        self._set_data(buckets)
 
     def draw(self, plt) -> None:
-        buckets = thin(self._buckets, self._points())
+        buckets = thin(self._data, self._points())
         if not buckets:
             return
         drawn = False
@@ -162,18 +202,13 @@ class RequestsChart(_Chart):
 
     def __init__(self, title: str = "Requests / errors per bucket", **kwargs) -> None:
         super().__init__(title, **kwargs)
-        self._buckets: list[Bucket] = []
 
     def set_series(self, buckets: Sequence[Bucket]) -> None:
         """Plot ``buckets``."""
-        self._buckets = list(buckets)
-        self.redraw()
-
-    def has_data(self) -> bool:
-        return bool(self._buckets)
+        self._set_data(buckets)
 
     def draw(self, plt) -> None:
-        buckets = thin(self._buckets, self._points())
+        buckets = thin(self._data, self._points())
         if not buckets:
             return
         xs = list(range(len(buckets)))
@@ -182,8 +217,9 @@ class RequestsChart(_Chart):
             plt.bar(xs, [b.error_count for b in buckets], label="errors", color="red", width=1, marker="hd")
         positions, labels = time_labels([b.bucket for b in buckets], max(2, self.size.width // 12))
         plt.xticks(positions, labels)
-        if not any(b.total_requests for b in buckets):
-            plt.ylim(0, 1)
+        largest = max(b.total_requests for b in buckets)
+        plt.yticks(*self._count_ticks(largest, max(2, (self.size.height - 4) // 3)))
+        plt.ylim(0, max(largest, 1))
 
 
 class ConsumersChart(_Chart):
@@ -191,22 +227,20 @@ class ConsumersChart(_Chart):
 
     def __init__(self, title: str = "Top consumers (requests)", top: int = 10, **kwargs) -> None:
         super().__init__(title, **kwargs)
-        self._consumers: list[ConsumerStat] = []
         self.top = top
 
     def set_consumers(self, consumers: Sequence[ConsumerStat]) -> None:
         """Plot the first ``top`` of ``consumers``."""
-        self._consumers = list(consumers)
-        self.redraw()
-
-    def has_data(self) -> bool:
-        return bool(self._consumers)
+        self._set_data(consumers)
 
     def draw(self, plt) -> None:
         rows = max(1, (self.size.height - 4) // 2) if self.size.height else self.top
-        consumers = self._consumers[: min(self.top, rows)]
+        consumers = self._data[: min(self.top, rows)]
         if not consumers:
             return
         width = max(8, min(24, self.size.width // 4))
         names = [clean(c.consumer, width) or "(none)" for c in consumers][::-1]
         plt.bar(names, [c.total_requests for c in consumers][::-1], orientation="horizontal", width=0.3, color="cyan")
+        largest = max(c.total_requests for c in consumers)
+        plt.xticks(*self._count_ticks(largest, max(2, self.size.width // 12)))
+        plt.xlim(0, max(largest, 1))

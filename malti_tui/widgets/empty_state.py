@@ -9,9 +9,10 @@ EMPTY_HINT = """\
 
 Send some telemetry, then this view fills in by itself:
 
-* **From your app** – add the middleware (`pip install malti`):
-  `app.add_middleware(MaltiMiddleware)` with `MALTI_API_KEY` (a *service* key)
-  and `MALTI_URL` set.
+* **From your app** – install the SDK from a clone of the Malti repository
+  (`pip install /path/to/malti`: package `malti-stack`; `malti` on PyPI is
+  another project), add `app.add_middleware(MaltiMiddleware)` (from `malti_sdk`)
+  and set `MALTI_API_KEY` (a *service* key), `MALTI_SERVICE_NAME` and `MALTI_URL`.
 * **By hand** – `curl -X POST $MALTI_URL/api/v1/ingest -H "X-API-Key: <service key>"
   -H "Content-Type: application/json" -d '{"requests": [...]}'`
 

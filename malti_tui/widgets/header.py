@@ -37,7 +37,7 @@ class StatusIndicator(Static):
     def set_state(self, state: Level | str) -> None:
         """Show ``state`` (a level, ``"offline"`` or ``"loading"``)."""
         self._state = state
-        self.refresh()
+        self.refresh(layout=True)  # ``width: auto``: "Offline" is shorter than "Connecting"
 
     @property
     def state(self) -> str:
@@ -102,7 +102,12 @@ class RefreshState(Static):
             self.updated = updated
         if loading is not None:
             self.busy = loading
-        self.refresh()
+        self.refresh(layout=True)  # ``width: auto``: the text's length decides the width
+
+    def forget_update(self) -> None:
+        """Stop showing the time of the last update (it was another selection's)."""
+        self.updated = None
+        self.refresh(layout=True)
 
     def render(self) -> Text:
         if self.paused:

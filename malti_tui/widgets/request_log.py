@@ -5,12 +5,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from rich.text import Text
+from textual.events import Resize
 from textual.widgets import DataTable
 
 from ..config import LOG_MAX_ROWS
 from ..data import RequestRecord
 from ..formatting import format_latency, format_time, safe_text, status_style
 from ..themes import level_color
+from .tables import Flex, fit_widths, set_column_widths, table_room
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("time", "Time"),
+    ("status", "Status"),
+    ("method", "Method"),
+    ("endpoint", "Endpoint"),
+    ("latency", "Latency"),
+    ("consumer", "Consumer"),
+    ("service", "Service"),
+)
+FLEX: Flex = {"endpoint": (8, 24, 60), "consumer": (8, 12, 30), "service": (7, 12, 30)}
+"""Text columns that narrow (cut with "…") so the latency stays on screen."""
 
 
 class RequestLog(DataTable):
@@ -18,7 +32,7 @@ class RequestLog(DataTable):
 
     While the cursor sits on the last row (or nothing is selected) the log
     follows new records; move the cursor up to stop following, press ``End``
-    to follow again.
+    to follow again. Text columns narrow to fit the width.
     """
 
     def __init__(self, **kwargs) -> None:
@@ -26,21 +40,31 @@ class RequestLog(DataTable):
         self._seen: set[int] = set()
         self._order: list[int] = []
         self.follow = True
+        self._natural = {key: len(header) for key, header in COLUMNS}
+        """Widest cell so far per column."""
 
     def on_mount(self) -> None:
-        self.add_column("Time", key="time")
-        self.add_column("Status", key="status")
-        self.add_column("Method", key="method")
-        self.add_column("Endpoint", key="endpoint")
-        self.add_column("Latency", key="latency")
-        self.add_column("Consumer", key="consumer")
-        self.add_column("Service", key="service")
+        for key, header in COLUMNS:
+            self.add_column(header, key=key)
+        self._fit()
+
+    def on_resize(self, event: Resize) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        room = table_room(self, len(COLUMNS))
+        widths, missing = fit_widths(self._natural, FLEX, room)
+        if missing:
+            widths, _ = fit_widths(self._natural, FLEX, room, least=True)
+        set_column_widths(self, widths)
 
     def reset(self) -> None:
         """Forget every row (filters or range changed)."""
         self.clear()
         self._seen.clear()
         self._order.clear()
+        self._natural = {key: len(header) for key, header in COLUMNS}
+        self._fit()
         self.follow = True
 
     @property
@@ -58,7 +82,11 @@ class RequestLog(DataTable):
         for record in reversed(fresh):
             self._seen.add(record.id)
             self._order.append(record.id)
-            self.add_row(*self._cells(record), key=str(record.id))
+            cells = self._cells(record)
+            for (key, _), cell in zip(COLUMNS, cells):
+                self._natural[key] = max(self._natural[key], cell.cell_len)
+            self.add_row(*cells, key=str(record.id))
+        self._fit()
         while len(self._order) > LOG_MAX_ROWS:
             oldest = self._order.pop(0)
             self._seen.discard(oldest)

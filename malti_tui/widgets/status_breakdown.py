@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from ..data import ServiceStatus
-from ..formatting import bar, format_count, status_style
+from ..formatting import NO_REQUESTS, WAITING, bar, format_count, status_label, status_style
 from ..themes import level_color
 
 
@@ -26,15 +26,24 @@ class StatusBreakdown(Static):
         super().__init__(**kwargs)
         self.border_title = "Status codes"
         self._counts: dict[str, int] = {}
+        self.placeholder = WAITING
+        """What the box says while it has no counts."""
 
     def set_counts(self, counts: dict[str, int]) -> None:
         """Show ``counts`` (status code -> requests)."""
         self._counts = dict(counts)
+        self.placeholder = NO_REQUESTS
+        self.refresh()
+
+    def show_unavailable(self, reason: str) -> None:
+        """Drop the counts and say why there are none (e.g. the server is offline)."""
+        self._counts = {}
+        self.placeholder = reason
         self.refresh()
 
     def render(self) -> Text:
         if not self._counts:
-            return Text("no requests", style="dim")
+            return Text(self.placeholder, style="dim")
         items = sorted(self._counts.items(), key=lambda item: (-item[1], item[0]))
         largest = items[0][1]
         width = max(4, self.content_size.width - 14) if self.content_size.width else 12
@@ -46,7 +55,7 @@ class StatusBreakdown(Static):
                 color = ""
             if index:
                 text.append("\n")
-            text.append(f"{code[:3]:>3} ", style=f"bold {color}")
+            text.append(f"{status_label(code):>3} ", style=f"bold {color}")
             text.append(bar(count, largest, width), style=color)
             text.append(f" {format_count(count)}")
         return text

@@ -1,5 +1,10 @@
 """Tables: top endpoints (sortable, with inline bars), consumers, status codes
-per service. Every cell from the data is a literal :class:`~rich.text.Text`."""
+per service. Every cell from the data is a literal :class:`~rich.text.Text`.
+
+The tables fit the terminal's width: text columns (endpoint, service,
+consumer...) narrow and cut their text with "…", and the inline bars shrink,
+so the figures (requests, error rate, latencies) stay on screen at 80 columns.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,77 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.text import Text
+from textual.events import Resize
+from textual.geometry import Size
 from textual.widgets import DataTable
 
 from ..bindings import TABLE_BINDINGS
 from ..data import ConsumerStat, EndpointStat, ServiceStatus, Thresholds
-from ..formatting import bar, format_count, format_latency, format_percent, level_for, safe_text, status_style
+from ..formatting import (
+    bar,
+    format_count,
+    format_latency,
+    format_percent,
+    level_for,
+    safe_text,
+    status_label,
+    status_style,
+)
 from ..messages import DrillDown
 from ..themes import level_color
 
 BAR_WIDTH = 10
+
+Flex = dict[str, tuple[int, int, int]]
+"""Text columns that narrow to fit: column key -> (least, preferred, most) width."""
+
+
+def fit_widths(natural: dict[str, int], flex: Flex, room: int | None,
+               least: bool = False) -> tuple[dict[str, int], int]:
+    """Column widths (padding excluded) for ``room`` cells.
+
+    Flex columns are capped at their *most* width, then narrowed one cell at a
+    time, the one furthest above its floor first, down to their *preferred*
+    width (to *least* with ``least``); the other
+    columns keep their ``natural`` width. ``room`` ``None`` (size not known
+    yet) only caps. Returns the widths and how many cells are still missing
+    (0 when they fit)."""
+    widths = {key: min(width, flex[key][2]) if key in flex else width for key, width in natural.items()}
+    if room is None:
+        return widths, 0
+    floors = {key: min(widths[key], flex[key][0 if least else 1]) for key in flex if key in widths}
+    excess = sum(widths.values()) - room
+    while excess > 0 and floors:
+        key = max(floors, key=lambda k: widths[k] - floors[k])
+        if widths[key] <= floors[key]:
+            break
+        widths[key] -= 1
+        excess -= 1
+    return widths, max(0, excess)
+
+
+def table_room(table: DataTable, columns: int) -> int | None:
+    """Cells ``table`` has for the contents of ``columns`` columns (cell padding
+    and a vertical scroll bar taken off), ``None`` before it has a size."""
+    if not table.size.width:
+        return None
+    return table.size.width - table.styles.scrollbar_size_vertical - 2 * table.cell_padding * columns
+
+
+def set_column_widths(table: DataTable, widths: dict[str, int]) -> bool:
+    """Give ``table``'s columns these fixed widths (text beyond is cut with "…");
+    return whether any changed."""
+    changed = False
+    for key, width in widths.items():
+        column = table.columns.get(key)  # type: ignore[call-overload]
+        if column is not None and (column.auto_width or column.width != width):
+            column.width, column.auto_width = width, False
+            changed = True
+    if changed:
+        total = sum(column.get_render_width(table) for column in table.columns.values())
+        table.virtual_size = Size(total, table.virtual_size.height)
+        table._clear_caches()  # rows already drawn at the old widths
+    return changed
 
 
 class SortableTable(DataTable):
@@ -23,9 +90,12 @@ class SortableTable(DataTable):
     (click a header, or ``S`` to cycle the column and ``R`` to reverse)."""
 
     BINDINGS = TABLE_BINDINGS
-    # (column key, header, sort key for a record, right-aligned)
+    # (column key, header, sort key for a record)
     COLUMNS: tuple[tuple[str, str, Callable[[Any], Any] | None], ...] = ()
     DEFAULT_SORT = ""
+    FLEX: Flex = {}
+    """Text columns that give way on narrow screens: cut first down to their
+    preferred width, then the inline bars shrink, then down to their least."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
@@ -33,10 +103,16 @@ class SortableTable(DataTable):
         self.sort_column = self.DEFAULT_SORT
         self.sort_reverse = True
         self.thresholds = Thresholds()
+        self._room: int | None = None
+        """The width the columns were fitted to."""
 
     def on_mount(self) -> None:
         for key, header, _ in self.COLUMNS:
             self.add_column(header, key=key)
+
+    def on_resize(self, event: Resize) -> None:
+        if table_room(self, len(self.COLUMNS)) != self._room:
+            self._rebuild()
 
     def set_records(self, records: Sequence[Any], thresholds: Thresholds | None = None) -> None:
         """Show ``records`` in the current sort order, keeping the cursor's row."""
@@ -66,15 +142,35 @@ class SortableTable(DataTable):
         row = self.cursor_row
         self.clear()
         records = self._sorted()
-        context = self.row_context(records)
-        for index, record in enumerate(records):
-            self.add_row(*self.cells(record, context), key=str(index))
+        self._label_headers()  # the sort arrow counts in the column's width
+        widths, rows = self._layout(records)
+        set_column_widths(self, widths)
+        for index, cells in enumerate(rows):
+            self.add_row(*cells, key=str(index))
         if records:
             self.move_cursor(row=min(row, len(records) - 1), animate=False)
-        self._label_headers()
         # Column widths are measured on idle; drop lines rendered before that
         # (otherwise a table visible during the update keeps header-wide columns).
         self.call_after_refresh(self._repaint)
+
+    def _layout(self, records: list[Any]) -> tuple[dict[str, int], list[list[Text]]]:
+        """Column widths that fit the table's width, and the rows' cells."""
+        self._room = room = table_room(self, len(self.COLUMNS))
+        bar_width = BAR_WIDTH
+        while True:
+            context = {**self.row_context(records), "bar": bar_width}
+            rows = [self.cells(record, context) for record in records]
+            natural = {}
+            for index, (key, _, _) in enumerate(self.COLUMNS):
+                label = self.columns[key].label  # type: ignore[index]
+                natural[key] = max([label.cell_len, *(cells[index].cell_len for cells in rows)])
+            widths, missing = fit_widths(natural, self.FLEX, room)
+            if not missing or not bar_width or not rows:
+                break
+            bar_width = max(0, bar_width - missing)
+        if missing:
+            widths, _ = fit_widths(natural, self.FLEX, room, least=True)
+        return widths, rows
 
     def _repaint(self) -> None:
         self._clear_caches()
@@ -146,15 +242,14 @@ class EndpointsTable(SortableTable):
         ("p99", "P99", lambda e: e.p99_latency),
     )
     DEFAULT_SORT = "requests"
+    FLEX = {"endpoint": (10, 24, 60), "service": (6, 12, 30)}
 
     def row_context(self, records: list[EndpointStat]) -> dict[str, Any]:
         return {"max": max((r.total_requests for r in records), default=0)}
 
     def cells(self, e: EndpointStat, context: dict[str, Any]) -> list[Text]:
         t = self.thresholds
-        requests = Text(no_wrap=True)
-        requests.append(bar(e.total_requests, context["max"], BAR_WIDTH), style=self.color("accent"))
-        requests.append(" " + format_count(e.total_requests).rjust(7))
+        requests = requests_cell(e.total_requests, context, self.color("accent"))
         rate_level = level_for(e.error_rate, t.error_rate_success, t.error_rate_warning) if e.total_requests else "neutral"
         return [
             safe_text(e.method, style="bold", max_length=10),
@@ -189,15 +284,14 @@ class ConsumersTable(SortableTable):
         ("p95", "P95", lambda c: c.p95_latency),
     )
     DEFAULT_SORT = "requests"
+    FLEX = {"consumer": (8, 20, 40)}
 
     def row_context(self, records: list[ConsumerStat]) -> dict[str, Any]:
         return {"max": max((r.total_requests for r in records), default=0)}
 
     def cells(self, c: ConsumerStat, context: dict[str, Any]) -> list[Text]:
         t = self.thresholds
-        requests = Text(no_wrap=True)
-        requests.append(bar(c.total_requests, context["max"], BAR_WIDTH), style=self.color("accent"))
-        requests.append(" " + format_count(c.total_requests).rjust(7))
+        requests = requests_cell(c.total_requests, context, self.color("accent"))
         rate_level = level_for(c.error_rate, t.error_rate_success, t.error_rate_warning) if c.total_requests else "neutral"
         return [
             safe_text(c.consumer, max_length=40, empty="(none)"),
@@ -224,14 +318,25 @@ class StatusTable(SortableTable):
         ("codes", "Status codes", None),
     )
     DEFAULT_SORT = "requests"
+    FLEX = {"service": (7, 16, 40), "codes": (12, 24, 80)}
 
     def cells(self, s: ServiceStatus, context: dict[str, Any]) -> list[Text]:
         return [
             safe_text(s.service, style="bold", max_length=40, empty="(none)"),
             Text(format_count(s.total_requests), justify="right"),
-            stacked_bar(s, 20, self.color),
+            stacked_bar(s, max(4, 2 * context["bar"]), self.color),
             status_codes(s.status_breakdown, self.color),
         ]
+
+
+def requests_cell(count: int, context: dict[str, Any], color: str) -> Text:
+    """A request count after a bar (``context``: the largest count, the bar width)."""
+    text = Text(no_wrap=True)
+    if context["bar"]:
+        text.append(bar(count, context["max"], context["bar"]), style=color)
+        text.append(" ")
+    text.append(format_count(count).rjust(7))
+    return text
 
 
 def stacked_bar(s: ServiceStatus, width: int, color: Callable[[str], str]) -> Text:
@@ -261,6 +366,6 @@ def status_codes(breakdown: dict[str, int], color: Callable[[str], str], top: in
             style = color(status_style(int(code)))
         except ValueError:
             style = ""
-        text.append(code[:3], style=f"bold {style}")
+        text.append(status_label(code), style=f"bold {style}")
         text.append(f"×{format_count(count)} ")
     return text

@@ -3,6 +3,8 @@ time ranges, drill-down, the palette, outages, and literal display of data."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from malti_tui.data import Filters
 from malti_tui.screens.dashboard import DashboardScreen
 from malti_tui.screens.drilldown import DrilldownScreen
@@ -14,7 +16,7 @@ from malti_tui.widgets.request_log import RequestLog
 from malti_tui.widgets.tables import EndpointsTable
 
 from .conftest import screen_text, wait_until
-from .fixed_data import INJECTION
+from .fixed_data import INJECTION, FixedDataSource
 
 
 async def loaded(pilot, count: int = 1) -> DashboardScreen:
@@ -340,3 +342,221 @@ async def test_a_key_revoked_while_running_is_reported_and_retried(fixed_app):
         source.api_key = "user-key-ok"
         await pilot.press("r")
         await wait_until(pilot, lambda: not banner.display)
+
+
+# ---------------------------------------------------------------- review fixes
+
+class _Custom(FixedDataSource):
+    """The fixed data set with some parts replaced."""
+
+    def __init__(self, *, endpoints=None, consumers=None, statuses=None, records=None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.parts = {k: v for k, v in (("endpoints", endpoints), ("consumers", consumers),
+                                        ("status_distribution", statuses)) if v is not None}
+        self.records = records
+
+    async def dashboard(self, query):
+        return replace(await super().dashboard(query), **self.parts)
+
+    async def requests(self, query, limit=100, status=None):
+        records = await super().requests(query, limit, status)
+        return records if self.records is None else self.records[:limit]
+
+
+def _card_values(screen) -> list[str]:
+    cards = screen.query_one(MetricCards)
+    return [cards.card(c).value for c in ("total", "rpm", "error-rate", "avg", "p95", "p99")]
+
+
+async def test_the_empty_state_names_the_package_of_this_repository(fixed_app):
+    app, _ = fixed_app(FixedDataSource(empty=True))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        text = screen_text(app)
+        assert "malti-stack" in text
+        assert "pip install malti " not in text and "pip install malti)" not in text
+
+
+async def test_a_new_range_the_server_cannot_answer_does_not_show_the_old_figures(fixed_app):
+    app, source = fixed_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await loaded(pilot)
+        assert _card_values(screen)[0] == "5,220"
+        source.down = True
+        await pilot.press("4")  # 7d, while the server is away
+        banner = screen.query_one(Banner)
+        await wait_until(pilot, lambda: banner.display, what="the outage banner")
+        await pilot.pause(0.2)
+        assert screen.query_state.time_range.name == "7d"
+        assert _card_values(screen) == ["–"] * 6
+        assert screen.dashboard is None
+        for table in screen.query(EndpointsTable):
+            assert table.row_count == 0
+        text = screen_text(app)
+        assert "5,220" not in text and "2,400" not in text and "12:00:00" not in text  # nor the 1h update time
+        assert "offline, no data yet" in text  # the charts say why they are empty
+        assert "No requests in this time range" not in text  # we do not know that
+        # Filters take the same path.
+        source.down = False
+        await pilot.press("r")
+        await wait_until(pilot, lambda: _card_values(screen)[0] == "5,220", what="the 7d figures")
+        source.down = True
+        screen.set_filter("service", "auth-service")
+        await wait_until(pilot, lambda: _card_values(screen)[0] == "–", what="the cards to be cleared")
+        # Back online: the new selection's figures.
+        source.down = False
+        await pilot.press("r")
+        await wait_until(pilot, lambda: _card_values(screen)[0] == "5,220" and not banner.display)
+        assert source.queries[-1].filters.service == "auth-service"
+
+
+async def test_the_endpoints_table_keeps_its_figures_on_an_80_column_screen(fixed_app):
+    app, _ = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("t")
+        await pilot.pause(0.2)
+        header = next(line for line in screen_text(app).splitlines() if "Endpoint" in line and "Method" in line)
+        for column in ("Requests", "Err %", "Avg", "P95", "P99"):
+            assert column in header
+
+
+LONG_ENDPOINT = "/api/v1/organisations/{organisation_id}/projects/{project_id}/x"
+
+
+async def test_a_long_endpoint_is_cut_instead_of_pushing_the_latencies_off_screen(fixed_app):
+    from malti_tui.data import EndpointStat, RequestRecord
+
+    from .fixed_data import ENDPOINTS, FIXED_NOW, fixed_requests
+
+    long_row = EndpointStat(LONG_ENDPOINT, "GET", "organisation-service", 5000, 5, 0.1, 11.0, 10.0, 777.0, 999.0)
+    records = [RequestRecord(2000, FIXED_NOW, "organisation-service", "GET", LONG_ENDPOINT, 200, 654.0, "web-app")]
+    app, _ = fixed_app(_Custom(endpoints=(long_row, *ENDPOINTS), records=records + fixed_requests()))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("t")
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        row = next(line for line in text.splitlines() if "/api/v1/organisations" in line)
+        assert "…" in row and "777 ms" in row and "999 ms" in row  # P95 and P99 of that row
+        for size in ((80, 24), (160, 48)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause(0.3)
+            row = next(line for line in screen_text(app).splitlines() if "/api/v1/" in line)
+            assert "777 ms" in row and "999 ms" in row
+        # The request log too: the latency stays visible next to a long endpoint.
+        await pilot.resize_terminal(80, 24)
+        await pilot.press("l")
+        await wait_until(pilot, lambda: any("/api/v1/" in line and "654 ms" in line
+                                            for line in screen_text(app).splitlines()), what="the log row")
+
+
+async def test_the_refresh_state_shows_the_update_time_after_a_range_change(fixed_app):
+    from malti_tui.widgets.header import RefreshState
+
+    app, _ = fixed_app(auto_refresh=True)
+    async with app.run_test(size=(100, 24)) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("2")  # 6h: "⟳ 15s" is one character longer than "⟳ 5s"
+        await wait_until(pilot, lambda: screen.loads >= 2)
+        await pilot.pause(0.2)
+        assert "⟳ 15s · 12:00:00" in screen_text(app)
+        state = screen.query_one(RefreshState)
+        assert state.size.width >= state.render().cell_len
+
+
+async def test_escape_codes_in_status_codes_never_reach_the_terminal(fixed_app):
+    from malti_tui.data import ServiceStatus
+
+    statuses = (ServiceStatus("user-service", 10, 5, 0, 5, {"200": 5, "\x1b[2J\x1b]0;pwned\x07": 3, "5\u202e00": 2}),)
+    app, _ = fixed_app(_Custom(statuses=statuses))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("h")
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        assert "200×5" in text and "500×2" in text
+        await pilot.press("t", "enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, DrilldownScreen) and app.screen.loads >= 1)
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        assert "500 " in text
+        for bad in ("\x1b", "\x07", "\u202e"):
+            assert bad not in text
+
+
+async def test_a_detail_view_opened_offline_says_so(fixed_app):
+    from malti_tui.widgets.charts import LatencyChart
+    from malti_tui.widgets.status_breakdown import StatusBreakdown
+
+    app, source = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        source.down = True
+        await pilot.press("t", "enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, DrilldownScreen) and app.screen.last_error is not None)
+        await pilot.pause(0.2)
+        detail = app.screen
+        assert "offline" in detail.query_one(StatusBreakdown).render().plain
+        assert "offline" in detail.query_one(LatencyChart).render().plain
+        text = screen_text(app)
+        assert "no requests" not in text and "waiting for data" not in text
+        assert _card_values(detail) == ["–"] * 6
+
+
+async def test_no_matching_requests_is_said_as_such(fixed_app):
+    from malti_tui.widgets.charts import ConsumersChart
+
+    app, _ = fixed_app(FixedDataSource(empty=True))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("u")
+        await pilot.pause(0.2)
+        assert "no requests in this range" in screen.query_one(ConsumersChart).render().plain
+        assert "waiting for data" not in screen_text(app)
+
+
+async def test_consumer_counts_are_whole_numbers_on_the_chart(fixed_app):
+    import re
+
+    from malti_tui.data import ConsumerStat
+    from malti_tui.widgets.charts import ConsumersChart
+
+    consumers = (ConsumerStat("web-app", 1006), ConsumerStat("batch", 333), ConsumerStat("cli", 7))
+    app, _ = fixed_app(_Custom(consumers=consumers))
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("u")
+        await pilot.pause(0.3)
+        chart = screen.query_one(ConsumersChart).render().plain
+        assert "web-app" in chart
+        assert not re.search(r"\d\.\d", chart), chart
+
+
+async def test_the_outage_banner_counts_down_to_the_next_try(fixed_app):
+    app, source = fixed_app()
+    async with app.run_test(size=(160, 24)) as pilot:
+        screen = await loaded(pilot)
+        source.down = True
+        await pilot.press("r")
+        await wait_until(pilot, lambda: "next try in 5s" in screen_text(app), what="the banner")
+        await wait_until(pilot, lambda: "next try in 4s" in screen_text(app), timeout=3, what="the countdown")
+        source.down = False
+        await wait_until(pilot, lambda: not screen.query_one(Banner).display, timeout=8, what="the retry")
+
+
+async def test_a_replaced_load_leaves_no_coroutine_unawaited(fixed_app):
+    import gc
+    import warnings
+
+    app, source = fixed_app(FixedDataSource(delay=0.05))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await loaded(pilot)
+            for key in "2345":  # each new range replaces the load queued before it
+                screen.action_set_range({"2": "6h", "3": "24h", "4": "7d", "5": "30d"}[key])
+            await wait_until(pilot, lambda: screen.loads >= 2)
+            assert source.queries[-1].time_range.name == "30d"
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]

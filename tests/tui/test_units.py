@@ -32,16 +32,33 @@ from malti_tui.formatting import (
     format_percent,
     level_for,
     safe_text,
+    status_label,
     worst,
 )
 from malti_tui.timeranges import TIME_RANGES, get_range
-from malti_tui.widgets.charts import thin, time_labels
+from malti_tui.widgets.charts import count_ticks, thin, time_labels
+from malti_tui.widgets.empty_state import EMPTY_HINT
+from malti_tui.widgets.tables import fit_widths, status_codes
 
 
 # ---------------------------------------------------------------- formatting
 
 def test_control_characters_and_escape_sequences_are_removed():
     assert clean("\x1b[31mred\x1b[0m\nline\x07") == "[31mred[0mline"
+
+
+def test_bidi_controls_and_zero_width_characters_are_removed():
+    bidi = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+    invisible = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u2028\u2029\U000e0041"
+    assert clean(f"/a{bidi}b{invisible}c") == "/abc"
+    assert clean("caf\u00e9 /\u00fcber \u65e5\u672c") == "caf\u00e9 /\u00fcber \u65e5\u672c"  # visible text stays
+
+
+def test_status_codes_from_the_data_are_cleaned():
+    assert status_label("2\x1b[2J00") == "2[2"
+    assert status_label("\u202e500") == "500"
+    text = status_codes({"4\x1b]0;x\x0704": 3, "200": 5}, lambda level: "")
+    assert "\x1b" not in text.plain and "\x07" not in text.plain
 
 
 def test_safe_text_keeps_markup_literally():
@@ -145,6 +162,68 @@ def test_time_labels_use_dates_for_long_series():
     assert labels[0] == "01-01"
     _, labels = time_labels([b.bucket for b in _buckets(6)], 3)
     assert labels[0] == "00:00"
+
+
+def test_time_labels_never_repeat_a_date():
+    # 7 days of hourly buckets on a wide chart: more ticks asked for than days.
+    moments = [datetime(2026, 11, 21, 13, tzinfo=timezone.utc) + timedelta(hours=i) for i in range(24 * 7)]
+    for ticks in (4, 8, 13, 20):
+        positions, labels = time_labels(moments, ticks)
+        assert len(labels) == len(set(labels)) == len(positions) >= 2
+    # Missing buckets (the series need not be evenly spaced) do not repeat labels either.
+    gappy = moments[:10] + moments[100:]
+    _, labels = time_labels(gappy, 13)
+    assert len(labels) == len(set(labels))
+
+
+def test_time_labels_show_the_year_when_the_series_spans_years():
+    year = [datetime(2025, 11, 24, tzinfo=timezone.utc) + timedelta(days=i) for i in range(365)]
+    _, labels = time_labels(year, 6)
+    assert labels[0] == "2025-11-24" and labels[-1].startswith("2026-")
+    month = [datetime(2026, 5, 1, tzinfo=timezone.utc) + timedelta(days=i) for i in range(30)]
+    assert time_labels(month, 4)[1][0] == "05-01"
+
+
+def test_count_ticks_are_round_whole_numbers():
+    for maximum, ticks in ((1006, 6), (3, 5), (1, 4), (87_654, 7), (12, 10), (250, 2), (250, 3), (201.2, 4)):
+        values = count_ticks(maximum, ticks)
+        assert all(isinstance(v, int) for v in values)
+        assert values[0] == 0 and len(values) >= 2 and values[-1] <= maximum  # the axis ends at the maximum
+        assert len(values) <= max(ticks, 3)
+        steps = {b - a for a, b in zip(values, values[1:])}
+        assert len(steps) == 1 and str(steps.pop()).strip("0") in ("1", "2", "5")
+    assert count_ticks(1006, 6) == [0, 200, 400, 600, 800, 1000]
+    assert count_ticks(0, 5) == [0, 1]
+
+
+# ---------------------------------------------------------------- table widths
+
+def test_text_columns_give_way_so_the_figures_fit():
+    natural = {"method": 6, "endpoint": 60, "service": 30, "requests": 18, "p95": 7}
+    flex = {"endpoint": (10, 24, 60), "service": (6, 12, 30)}
+    # Room enough: natural widths.
+    assert fit_widths(natural, flex, 200) == (natural, 0)
+    # Less room: the widest text column narrows first, figures keep their width.
+    widths, missing = fit_widths(natural, flex, 100)
+    assert missing == 0 and sum(widths.values()) == 100
+    assert (widths["endpoint"], widths["service"], widths["requests"]) == (40, 29, 18)
+    # Not below the preferred widths unless asked; then not below the least.
+    widths, missing = fit_widths(natural, flex, 50)
+    assert (widths["endpoint"], widths["service"], missing) == (24, 12, 17)
+    widths, missing = fit_widths(natural, flex, 50, least=True)
+    assert missing == 0 and sum(widths.values()) == 50 and widths["endpoint"] >= 10 and widths["service"] >= 6
+    assert fit_widths(natural, flex, 40, least=True)[1] == 7
+    # Size unknown: only capped at the most.
+    assert fit_widths({"endpoint": 90}, flex, None) == ({"endpoint": 60}, 0)
+
+
+# ---------------------------------------------------------------- empty state
+
+def test_the_empty_state_does_not_send_users_to_the_unrelated_pypi_package():
+    import re
+
+    assert re.search(r"pip install malti(?![-\w/])", EMPTY_HINT) is None
+    assert "malti-stack" in EMPTY_HINT and "MaltiMiddleware" in EMPTY_HINT
 
 
 # ---------------------------------------------------------------- saved login and command line
