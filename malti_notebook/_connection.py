@@ -34,6 +34,8 @@ def _time(value: Any) -> Any:
         return None
     if value is None or isinstance(value, (datetime, date, timedelta, str)):
         return value
+    if isinstance(value, np.timedelta64):  # (a numpy number too) that long before now
+        return pd.Timedelta(value).to_pytimedelta()
     if isinstance(value, (bool, int, float, np.number)):
         raise MaltiUsageError(
             f"{value!r} is not a time: use a datetime, an ISO string, or a span like '24h' (that long before now)"

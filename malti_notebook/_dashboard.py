@@ -65,7 +65,9 @@ class MaltiDashboard(widgets.VBox):
             raise MaltiUsageError(f"range must be one of {', '.join(RANGES)}, not {range!r}")
         self._malti = malti
         self._lock = threading.RLock()
-        self._quiet = False  # set while options are rewritten, so observers do not re-query
+        # the thread rewriting options or values (its own changes must not re-query); a user's
+        # change on another thread meanwhile (auto-refresh refills options) still counts
+        self._quiet: int | None = None
         self._options_stale = True  # the dropdowns have not been filled from the server yet
         self.refresh_seconds = max(float(refresh_seconds), MIN_REFRESH_SECONDS)
         self.last_dashboard: Dashboard | None = None
@@ -162,8 +164,8 @@ class MaltiDashboard(widgets.VBox):
             self.status.value = _html.status_html(
                 f"updated {now} UTC · {dashboard.resolution or '?'} buckets · {elapsed:.0f} ms"
             )
-        if self._options_stale:  # the server was unreachable when the dropdowns were filled
-            self.reload_options()
+            if self._options_stale:  # the server was unreachable when the dropdowns were filled
+                self.reload_options(report=False)  # a failure here leaves the good refresh's status
 
     def _clear(self) -> None:
         self.last_dashboard = None
@@ -179,7 +181,7 @@ class MaltiDashboard(widgets.VBox):
         unknown = sorted(set(filters) - set(self.filters))
         if unknown:
             raise MaltiUsageError(f"unknown filter {unknown[0]!r}: use {', '.join(self.filters)}")
-        self._quiet = True
+        self._quiet = threading.get_ident()
         try:
             for name, value in filters.items():
                 dropdown = self.filters[name]
@@ -187,19 +189,21 @@ class MaltiDashboard(widgets.VBox):
                     dropdown.options = [*dropdown.options, (value, value)]
                 dropdown.value = value
         finally:
-            self._quiet = False
+            self._quiet = None
         self.reload_options()
         self.refresh()
 
-    def reload_options(self) -> None:
-        """Fill the dropdowns with the values seen in the selected range (and service)."""
+    def reload_options(self, report: bool = True) -> None:
+        """Fill the dropdowns with the values seen in the selected range (and service); a
+        failure shows in the status line (``report``) and is tried again after the next refresh."""
         start, _interval = RANGES[self.range_buttons.value]
         try:
             dimensions = self._malti.client.dimensions(service=self.filters["service"].value, start_time=start)
         except Exception as error:  # noqa: BLE001
-            self.last_error = error
-            self.status.value = _html.status_html(_describe(error), error=True)
-            self._options_stale = True  # filled again after the next refresh that reaches the server
+            self._options_stale = True
+            if report:
+                self.last_error = error
+                self.status.value = _html.status_html(_describe(error), error=True)
             return
         self._options_stale = False
         if self.filters["service"].value is not None:
@@ -222,7 +226,7 @@ class MaltiDashboard(widgets.VBox):
             "consumer": dimensions.consumers,
             "context": dimensions.contexts,
         }
-        self._quiet = True
+        self._quiet = threading.get_ident()
         try:
             for name, dropdown in self.filters.items():
                 current = dropdown.value
@@ -232,13 +236,13 @@ class MaltiDashboard(widgets.VBox):
                 dropdown.options = [(ALL, None)] + [(value, value) for value in choices]
                 dropdown.value = current
         finally:
-            self._quiet = False
+            self._quiet = None
 
     # --- events ------------------------------------------------------------------------------
 
     def _on_filter_change(self, name: str):
         def handler(change: dict[str, Any]) -> None:
-            if self._quiet:
+            if self._quiet == threading.get_ident():
                 return
             if name == "service":
                 self.reload_options()
@@ -247,7 +251,7 @@ class MaltiDashboard(widgets.VBox):
         return handler
 
     def _on_range_change(self, change: dict[str, Any]) -> None:
-        if self._quiet:
+        if self._quiet == threading.get_ident():
             return
         self.reload_options()
         self.refresh()

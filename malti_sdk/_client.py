@@ -113,13 +113,6 @@ def resolve_time(value: TimeLike, *, now: datetime | None = None) -> datetime | 
     return resolve_time(parsed)
 
 
-def _relative(value: TimeLike) -> bool:
-    """Whether a time argument is relative to now ("24h", "now", a timedelta)."""
-    if isinstance(value, timedelta):
-        return True
-    return isinstance(value, str) and (value.strip().lower() == "now" or bool(_RELATIVE.match(value)))
-
-
 def format_time(value: datetime) -> str:
     """A UTC datetime as the API's ISO 8601 form with a ``Z``."""
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
@@ -167,13 +160,9 @@ def _query(
     params = _filter_params(
         service=service, node=node, method=method, endpoint=endpoint, consumer=consumer, context=context
     )
-    now = datetime.now(timezone.utc)  # one "now" for both ends
+    now = datetime.now(timezone.utc)  # one "now" for both ends (no end: the server's now)
     start = _time_param(start_time, "start_time", now)
     end = _time_param(end_time, "end_time", now)
-    if end is None and start is not None and _relative(start_time):
-        # "24h" means the 24 hours up to now: send that now, not the server's a moment later
-        # (which would make the range a little longer than asked, e.g. over interval=1min's 24 h)
-        end = format_time(now)
     if start is not None:
         params["start_time"] = start
     if end is not None:

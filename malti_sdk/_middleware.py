@@ -288,8 +288,14 @@ class MaltiMiddleware:
         if not config.api_key or config.use_ip_as_consumer or not sender._running:
             return
         self._snapshot = (buffer.rows, _backlog_limit(sender), config.clean_mode, index)
-        # A change between subscribe and here already ran _forget_snapshot: undo the store.
-        if sender._version != version or self._routes._index is not index:
+        # A change between subscribe and here already ran _forget_snapshot: undo the store. So
+        # did a swap of the process-wide system (assigned before it tells the old sender) that
+        # came before subscribe: the snapshot must not keep recording into the replaced one.
+        if (
+            sender._version != version
+            or self._routes._index is not index
+            or (self._system is None and _telemetry._system is not self._followed)
+        ):
             self._snapshot = None
 
     # ------------------------------------------------- the original's extension points

@@ -35,5 +35,9 @@ class _CoreModule(types.ModuleType):
     def _telemetry_system(self, system: "TelemetrySystem | None") -> None:
         _telemetry.set_process_system(system)
 
+    @_telemetry_system.deleter
+    def _telemetry_system(self) -> None:  # what mock.patch does on exit: back to "made on next use"
+        _telemetry.set_process_system(None)
+
 
 sys.modules[__name__].__class__ = _CoreModule

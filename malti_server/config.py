@@ -235,7 +235,7 @@ def parse_settings(data: dict[str, Any], path: Path | None = None) -> Settings:
         thresholds=thresholds,
         retention=retention,
         limits=limits,
-        cors_origins=tuple(origins),
+        cors_origins=tuple(o.lower() for o in origins),  # browsers send scheme and host in lower case
     )
 
 

@@ -4,7 +4,7 @@ The rollup levels store the 2xx latency histogram as 8-byte cells (schema/003: a
 integer[] of ``key << 20 | count`` without its header, so each cell is ``int4 4`` then the
 big-endian integer; a key may appear in several cells, their counts add up). A query concatenates the packed histograms of each result group with ``string_agg``;
 since merging is adding counts per key, the cells of a group need no further structure. Here those
-blobs become one dense matrix ``groups x (MAX_KEY + 1)`` of counts, from which :func:`quantiles`
+blobs become one dense matrix ``groups x (highest key present + 1)`` of counts, from which :func:`quantiles`
 reads percentile_cont-compatible estimates for all groups at once.
 """
 

@@ -25,13 +25,17 @@ INTERVALS = {"1min": MINUTE, "5min": FIVE_MINUTES, "1hour": HOUR}
 DEFAULT_RANGE = timedelta(days=7)
 REALTIME_RANGE = timedelta(minutes=60)
 MAX_1MIN_RANGE = timedelta(hours=24)  # interval=1min on /aggregate reads raw rows
+#: a range given as "that long before now" by a client arrives a little longer than asked (its
+#: now is earlier than ours, by the request's travel and the clocks' skew): the limits allow this
+RANGE_SLACK = timedelta(minutes=5)
 HOURLY_THRESHOLD = timedelta(days=4)  # longer ranges read the 1-hour rollups
 MAX_BUCKETS = 20_000  # about 2.3 years of hourly points
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 
 FILTER_FIELDS = ("service", "node", "method", "endpoint", "consumer", "context")
-#: the times a query may name: bucket arithmetic and ISO output stay well inside datetime's range
+#: the times a query may name (earlier starts and later ends are clamped to them): bucket
+#: arithmetic and ISO output stay well inside datetime's range
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
@@ -114,14 +118,9 @@ def parse_time(value: str, name: str) -> datetime:
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     try:
-        t = t.astimezone(UTC)
+        return t.astimezone(UTC)
     except (OverflowError, ValueError):
-        t = None
-    if t is None or not EARLIEST <= t <= LATEST:
-        raise QueryError(
-            name, f"{name}: {value[:100]!r} is out of range ({EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d})"
-        )
-    return t
+        raise QueryError(name, f"{name}: {value[:100]!r} is out of range") from None
 
 
 def _text_param(params: Mapping[str, str], name: str) -> str | None:
@@ -150,6 +149,14 @@ def _time_range(
     start_s, end_s = params.get("start_time"), params.get("end_time")
     start = parse_time(start_s, "start_time") if start_s else None
     end = parse_time(end_s, "end_time") if end_s else None
+    # "since the beginning" / "until whenever" are fine: clamped to the times a query may name
+    if start is not None and start < EARLIEST:
+        start = EARLIEST
+    if end is not None and end > LATEST:
+        end = LATEST
+    for name, t in (("start_time", start), ("end_time", end)):
+        if t is not None and not EARLIEST <= t <= LATEST:
+            raise QueryError(name, f"{name} is out of range ({EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d})")
     if end is None:
         end = now if start is None or start <= now else start
     if start is None:
@@ -192,7 +199,7 @@ def parse_aggregate(
     filters = parse_filters(params, allowed)
     if realtime:
         start, end = _time_range(params, now, REALTIME_RANGE)
-        if end - start > REALTIME_RANGE:
+        if end - start > REALTIME_RANGE + RANGE_SLACK:
             raise QueryError(
                 "start_time", "Time range cannot exceed 60 minutes for real-time metrics"
             )
@@ -200,7 +207,7 @@ def parse_aggregate(
     # interval=1min without a start: the last 60 minutes, as the original (7 days would be refused)
     start, end = _time_range(params, now, REALTIME_RANGE if interval == "1min" else DEFAULT_RANGE)
     if interval == "1min":
-        if end - start > MAX_1MIN_RANGE:
+        if end - start > MAX_1MIN_RANGE + RANGE_SLACK:
             raise QueryError(
                 "interval", "interval=1min reads raw data and allows at most 24 hours; use 5min or 1hour"
             )

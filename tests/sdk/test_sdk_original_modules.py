@@ -114,3 +114,32 @@ async def test_patched_get_telemetry_system_receives_record_request(process_wide
     }
     assert isinstance(kwargs["response_time"], float) and kwargs["response_time"] >= 0
     assert _telemetry._system is None  # the real process-wide system was never created
+
+
+def test_mock_patch_of_core_telemetry_system_restores_on_exit(process_wide) -> None:
+    stand_in = mock.MagicMock()
+    with mock.patch("malti_sdk.core._telemetry_system", stand_in):
+        assert malti_sdk.core._telemetry_system is stand_in
+    assert _telemetry._system is None  # patch.object deletes what it added: made anew on next use
+    with mock.patch.object(malti_sdk.core, "_telemetry_system", stand_in):
+        pass
+    assert _telemetry._system is None
+
+
+async def test_a_snapshot_taken_across_a_swap_of_the_process_wide_system_is_dropped(process_wide) -> None:
+    app = app_with_middleware()
+    assert await call(app, "/api/users/1") == [200]
+    first = malti_sdk.core._telemetry_system
+    process_wide.append(first)
+    middleware = app.middleware_stack
+    while not isinstance(middleware, MaltiMiddleware):
+        middleware = middleware.app
+    middleware._snapshot = None
+    # another thread swaps the system between the middleware's check and its snapshot
+    _telemetry._system = mock.MagicMock()
+    first.batch_sender._running = True  # as if its loop were running
+    middleware._take_snapshot(first.batch_sender)
+    assert middleware._snapshot is None
+    first.batch_sender._running = False
+    _telemetry._system = None
+    await first.stop()

@@ -219,11 +219,13 @@ async def test_invalid_manual_records_are_counted_not_sent(receiver, make_system
     system.record_request("GET", "/x", 200, -1.0, "c")
     system.record_request("GET", "", 200, 1.0, "c")
     system.record_request("GET", "/x", 200, float("nan"), "c")
+    system.record_request("GET", "/x", 200, 2e12, "c")  # over the server's maximum: it would refuse the batch
+    system.record_request("GET", "/x", 200, 1e12, "c", context="max")
     system.record_request("GET", "/x", 200, 1, "c", context="ctx")
     await system.stop()
-    assert len(receiver.stored) == 1 and receiver.stored[0]["context"] == "ctx"
+    assert sorted(r["context"] for r in receiver.stored) == ["ctx", "max"]
     stats = system.get_stats()
-    assert stats["dropped"] == {"invalid": 4} and stats["total_added"] == 5
+    assert stats["dropped"] == {"invalid": 5} and stats["total_added"] == 7
 
 
 async def test_numbers_given_as_text_are_taken_as_the_server_would(receiver, make_system):

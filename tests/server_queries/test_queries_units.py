@@ -31,6 +31,14 @@ def test_defaults_and_resolution_rule():
     assert parse_aggregate({"interval": "1min", "start_time": "2026-11-23T09:00:00Z"}, None, NOW).resolution == "1min"
     assert parse_aggregate({"interval": "5min"}, None, NOW).resolution == "1hour"  # > 4 days wins
     one_min = parse_aggregate({"interval": "1min"}, None, NOW)  # as the original: the last 60 minutes
+    # "24h" / "60m" computed by a client a moment before our now (travel, clock skew) still pass
+    late = lambda d: (NOW - d).isoformat()  # noqa: E731
+    assert parse_aggregate({"interval": "1min", "start_time": late(timedelta(hours=24, seconds=30))}, None, NOW)
+    assert parse_aggregate({"start_time": late(timedelta(minutes=61))}, None, NOW, realtime=True)
+    for params, realtime in (({"interval": "1min", "start_time": late(timedelta(hours=24, minutes=6))}, False),
+                             ({"start_time": late(timedelta(minutes=66))}, True)):
+        with pytest.raises(QueryError):
+            parse_aggregate(params, None, NOW, realtime=realtime)
     assert (one_min.start, one_min.end, one_min.resolution) == (NOW - timedelta(minutes=60), NOW, "1min")
     assert parse_aggregate({"interval": ""}, None, NOW).resolution == "1hour"
 
