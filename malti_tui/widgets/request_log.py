@@ -12,7 +12,7 @@ from ..config import LOG_MAX_ROWS
 from ..data import RequestRecord
 from ..formatting import format_latency, format_time, safe_text, status_style
 from ..themes import level_color
-from .tables import Flex, fit_widths, set_column_widths, table_room
+from .tables import Flex, fitted_widths, set_column_widths, table_room
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("time", "Time"),
@@ -52,11 +52,7 @@ class RequestLog(DataTable):
         self._fit()
 
     def _fit(self) -> None:
-        room = table_room(self, len(COLUMNS))
-        widths, missing = fit_widths(self._natural, FLEX, room)
-        if missing:
-            widths, _ = fit_widths(self._natural, FLEX, room, least=True)
-        set_column_widths(self, widths)
+        set_column_widths(self, fitted_widths(self._natural, FLEX, table_room(self, len(COLUMNS))))
 
     def reset(self) -> None:
         """Forget every row (filters or range changed)."""

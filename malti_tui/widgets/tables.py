@@ -61,6 +61,14 @@ def fit_widths(natural: dict[str, int], flex: Flex, room: int | None,
     return widths, max(0, excess)
 
 
+def fitted_widths(natural: dict[str, int], flex: Flex, room: int | None) -> dict[str, int]:
+    """:func:`fit_widths` at the preferred widths, or at the least ones when those do not fit."""
+    widths, missing = fit_widths(natural, flex, room)
+    if missing:
+        widths, _ = fit_widths(natural, flex, room, least=True)
+    return widths
+
+
 def table_room(table: DataTable, columns: int) -> int | None:
     """Cells ``table`` has for the contents of ``columns`` columns (cell padding
     and a vertical scroll bar taken off), ``None`` before it has a size."""
@@ -168,8 +176,8 @@ class SortableTable(DataTable):
             if not missing or not bar_width or not rows:
                 break
             bar_width = max(0, bar_width - missing)
-        if missing:
-            widths, _ = fit_widths(natural, self.FLEX, room, least=True)
+        if missing:  # the bars are gone and it still does not fit
+            widths = fitted_widths(natural, self.FLEX, room)
         return widths, rows
 
     def _repaint(self) -> None:
