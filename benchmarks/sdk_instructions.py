@@ -22,7 +22,8 @@ instruction, and zlib runs more instructions per µs than the interpreter.
 Variants: the bare app; ``observer`` (a layer that only wraps send, records nothing:
 the floor of any request telemetry); ours with telemetry off (no API key); ours
 recording but not delivering (batches larger than the run); ours delivering without
-gzip; ours as installed.
+gzip; ours with the pure-Python request path (MALTI_SPEEDUPS=0, as where the C
+extension cannot be built); ours as installed.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ VARIANTS = [
     ("ours, telemetry off", "ours", {"MALTI_API_KEY": ""}),
     ("ours, recording only", "ours", {"MALTI_BATCH_SIZE": "1000000000", "MALTI_BUFFER_SIZE": "100000000"}),
     ("ours, no gzip", "ours", {"MALTI_GZIP": "false"}),
+    ("ours, pure Python", "ours", {"MALTI_SPEEDUPS": "0"}),
     ("ours", "ours", {}),
 ]
 STAGES = [

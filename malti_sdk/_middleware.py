@@ -18,6 +18,7 @@ new one.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from time import perf_counter, time
 from typing import Any, Awaitable, Callable, MutableMapping
@@ -28,6 +29,13 @@ from ._routes import UNMATCHED, RouteResolver
 from ._sender import BatchSender
 from . import _telemetry
 from ._telemetry import TelemetrySystem, get_telemetry_system
+
+try:  # the compiled request path (malti_sdk/_speedups.c), unless built without or switched off
+    if os.environ.get("MALTI_SPEEDUPS", "1").strip().lower() in ("0", "false", "no", "off"):
+        raise ImportError("MALTI_SPEEDUPS=0")
+    from . import _speedups
+except ImportError:
+    _speedups = None
 
 __all__ = ["MaltiMiddleware"]
 
@@ -101,6 +109,9 @@ class MaltiMiddleware:
                 await self.app(scope, receive, send)
             return
 
+        if _watch is not None:
+            await self._call_compiled(scope, receive, send)
+            return
         start = perf_counter()
         status = 0
         end = 0.0
@@ -177,6 +188,32 @@ class MaltiMiddleware:
         if end <= 0 or not status:  # the app returned without completing a response
             status, end = 500, perf_counter()
         self._record(scope, status, start, end, root, params)
+
+    async def _call_compiled(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``__call__`` for HTTP with the compiled request path: the same steps as the
+        Python one, with the send wrapper and the common case in C (see _speedups.c)."""
+        watch = _watch(send, scope)  # also notes the start, root_path and path_params
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            status, end = watch.status, watch.end
+            if end <= 0 or not status:  # the response was not complete
+                end = _now()
+                status = 500
+            self._record(scope, status, watch.start, end, watch.root, watch.params)
+            raise
+        snapshot = self._snapshot
+        if snapshot is not None:
+            try:
+                if _record_fast(watch, scope, snapshot):
+                    return
+            except Exception:  # telemetry must never break the app
+                self._failed()
+                return
+        status, end = watch.status, watch.end
+        if end <= 0 or not status:  # the app returned without completing a response
+            status, end = 500, _now()
+        self._record(scope, status, watch.start, end, watch.root, watch.params)
 
     def _forget_snapshot(self) -> None:
         self._snapshot = None
@@ -406,3 +443,30 @@ def _mount_prefix(scope: Scope, root: str, params: Any) -> str:
     if params or root == app_root or not root.startswith(app_root):
         return ""
     return root[len(app_root) :]
+
+
+async def _send_last(watch: Any, send: Send, message: Message) -> None:
+    """The last chunk of a streamed body, for the compiled send wrapper: the response is
+    complete once the server took it (which waits while a slow client drains the stream)."""
+    try:
+        await send(message)
+    finally:
+        watch.end = _now()
+
+
+def _use_speedups(module: Any) -> None:
+    """Switch the request path: the compiled module, or None for pure Python (tests use both)."""
+    global _watch, _record_fast, _now
+    if module is None:
+        _watch = _record_fast = _now = None
+        return
+    from collections import deque
+
+    module.setup(KNOWN_METHODS, _CONSUMER_HEADERS, ANONYMOUS, _send_last, deque.append)
+    _watch, _record_fast, _now = module.watch, module.record, module.now
+
+
+_watch: Any = None
+_record_fast: Any = None
+_now: Any = None
+_use_speedups(_speedups)

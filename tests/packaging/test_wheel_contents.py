@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -25,3 +27,6 @@ def test_wheel_holds_every_package_and_the_migrations(tmp_path):
     assert shipped == migrations
     assert any(n.endswith("malti_notebook/examples/analysis.ipynb") for n in names)
     assert any(n.endswith("malti_tui/app.tcss") for n in names)
+    # the compiled request path of the SDK, wherever a C compiler is (else the pure-Python one runs)
+    if os.name == "posix" and (shutil.which("cc") or shutil.which("gcc")):
+        assert any(n.startswith("malti_sdk/_speedups") and n.endswith(".so") for n in names)

@@ -44,3 +44,34 @@ async def make_system():
     for system in systems:
         system.config.shutdown_timeout = min(system.config.shutdown_timeout, 2.0)
         await system.stop()
+
+
+@pytest.fixture(params=["compiled", "python"])
+def request_path(request, monkeypatch):
+    """Runs a test on both request paths of the middleware: the compiled one
+    (malti_sdk/_speedups.c) and the pure-Python one it falls back to."""
+    from malti_sdk import _middleware
+
+    if request.param == "compiled":
+        if _middleware._speedups is None:
+            pytest.skip("malti_sdk._speedups is not built here (no C compiler, or MALTI_SPEEDUPS=0)")
+        _middleware._use_speedups(_middleware._speedups)
+    else:
+        _middleware._use_speedups(None)
+    yield request.param
+    _middleware._use_speedups(_middleware._speedups)
+
+
+@pytest.fixture
+def break_clock(monkeypatch, request_path):
+    """Makes recording fail on either path (a bug, or input nothing anticipated)."""
+
+    def broken(*args):
+        return 1 / 0
+
+    def apply():
+        monkeypatch.setattr("malti_sdk._middleware.time", broken)
+        if request_path == "compiled":
+            monkeypatch.setattr("malti_sdk._middleware._record_fast", broken)
+
+    return apply

@@ -13,6 +13,9 @@ from starlette.staticfiles import StaticFiles
 from malti_sdk import MaltiMiddleware
 from sdk_support import call
 
+# every test runs on the compiled request path and on the pure-Python one
+pytestmark = pytest.mark.usefixtures("request_path")
+
 
 async def ok(request):
     return PlainTextResponse("ok")

@@ -1,0 +1,501 @@
+/* Compiled request path of MaltiMiddleware (optional: malti_sdk/_middleware.py has the
+ * same logic in Python, used when this module is not built or MALTI_SPEEDUPS=0).
+ *
+ * Two pieces, both called with the GIL held, neither doing I/O:
+ *
+ *   watch(send, scope) -> Watch
+ *       The ``send`` handed to the app. Calling it with a message notes the status and
+ *       the moment the response is complete, then returns ``send(message)`` unchanged
+ *       (no coroutine of its own). The last chunk of a streamed body goes through the
+ *       Python coroutine given to setup(), which notes the end after the server took it.
+ *
+ *   record(watch, scope, snapshot) -> bool
+ *       The middleware's common case: appends one row to the buffer and returns True
+ *       (also True for a response clean mode ignores). Anything it does not handle
+ *       (no snapshot match, request state, unknown routes, odd header lists, errors)
+ *       returns False and leaves the request to the Python path, which owns every rule
+ *       and every count. It never raises for input it does not understand.
+ *
+ * Times: start and end come from CLOCK_MONOTONIC, compared only with each other and
+ * with now(); created_at from CLOCK_REALTIME, as time.time().
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <time.h>
+
+static PyObject *s_type, *s_status, *s_more_body, *s_response_start, *s_route, *s_method,
+    *s_state, *s_headers, *s_root_path, *s_app_root_path, *s_path_params, *s_malti_consumer,
+    *s_context, *s_malti_context, *s_get;
+
+/* set by setup(): the Python side's tables, shared, never copied */
+static PyObject *known_methods;    /* dict: scope method -> recorded method */
+static PyObject *consumer_headers; /* dict: header name (bytes) -> rank */
+static PyObject *anonymous;        /* "anonymous" */
+static PyObject *send_last;        /* async def (watch, send, message) */
+static PyObject *row_append;       /* deque.append */
+
+static double
+monotonic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double
+wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* mapping.get(key): a new reference, or NULL (with no error set) when the key is missing */
+static PyObject *
+mapping_get(PyObject *mapping, PyObject *key)
+{
+    PyObject *value;
+    if (PyDict_Check(mapping)) {
+        value = PyDict_GetItemWithError(mapping, key);
+        Py_XINCREF(value);
+        return value;
+    }
+    value = PyObject_CallMethodOneArg(mapping, s_get, key);
+    if (value == Py_None) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    return value;
+}
+
+/* ------------------------------------------------------------------------ Watch */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *send;
+    PyObject *status; /* NULL until http.response.start */
+    PyObject *root;   /* scope["root_path"] when the request came in, or None */
+    PyObject *params; /* scope["path_params"] then, when there is a root; else None */
+    double start;
+    double end; /* 0 until the body starts, -1 while it streams, the end time after */
+    vectorcallfunc vectorcall;
+} Watch;
+
+static PyTypeObject WatchType;
+
+static PyObject *
+watch_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Watch *self = (Watch *)op;
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "send() takes exactly one message");
+        return NULL;
+    }
+    PyObject *message = args[0];
+    PyObject *type = PyObject_GetItem(message, s_type);
+    if (type == NULL)
+        return NULL;
+    int is_start = PyObject_RichCompareBool(type, s_response_start, Py_EQ);
+    Py_DECREF(type);
+    if (is_start < 0)
+        return NULL;
+    if (is_start) {
+        PyObject *status = PyObject_GetItem(message, s_status);
+        if (status == NULL)
+            return NULL;
+        Py_XSETREF(self->status, status);
+    }
+    else {
+        PyObject *more = mapping_get(message, s_more_body);
+        if (more == NULL && PyErr_Occurred())
+            return NULL;
+        int streaming = 0;
+        if (more != NULL) {
+            streaming = PyObject_IsTrue(more);
+            Py_DECREF(more);
+            if (streaming < 0)
+                return NULL;
+        }
+        if (streaming)
+            self->end = -1.0;
+        else if (self->end != 0.0)
+            /* the last chunk of a stream: complete once the server took it */
+            return PyObject_CallFunctionObjArgs(send_last, op, self->send, message, NULL);
+        else
+            self->end = monotonic_now(); /* a single body */
+    }
+    return PyObject_CallOneArg(self->send, message);
+}
+
+static int
+watch_traverse(Watch *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->send);
+    Py_VISIT(self->status);
+    Py_VISIT(self->root);
+    Py_VISIT(self->params);
+    return 0;
+}
+
+static int
+watch_clear(Watch *self)
+{
+    Py_CLEAR(self->send);
+    Py_CLEAR(self->status);
+    Py_CLEAR(self->root);
+    Py_CLEAR(self->params);
+    return 0;
+}
+
+static void
+watch_dealloc(Watch *self)
+{
+    PyObject_GC_UnTrack(self);
+    watch_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyObject *
+watch_get_status(Watch *self, void *closure)
+{
+    if (self->status == NULL)
+        return PyLong_FromLong(0);
+    Py_INCREF(self->status);
+    return self->status;
+}
+
+static PyGetSetDef watch_getset[] = {
+    {"status", (getter)watch_get_status, NULL, "the response status, 0 before http.response.start", NULL},
+    {NULL},
+};
+
+static PyMemberDef watch_members[] = {
+    {"start", T_DOUBLE, offsetof(Watch, start), READONLY, "monotonic seconds when the request came in"},
+    {"end", T_DOUBLE, offsetof(Watch, end), 0, "0 before the body, -1 while it streams, then the end time"},
+    {"root", T_OBJECT, offsetof(Watch, root), READONLY, "root_path as the request came in"},
+    {"params", T_OBJECT, offsetof(Watch, params), READONLY, "path_params then, when there is a root_path"},
+    {"send", T_OBJECT, offsetof(Watch, send), READONLY, "the server's send"},
+    {NULL},
+};
+
+static PyTypeObject WatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "malti_sdk._speedups.Watch",
+    .tp_basicsize = sizeof(Watch),
+    .tp_dealloc = (destructor)watch_dealloc,
+    .tp_vectorcall_offset = offsetof(Watch, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "The send of one request, noting its status and when the response was complete.",
+    .tp_traverse = (traverseproc)watch_traverse,
+    .tp_clear = (inquiry)watch_clear,
+    .tp_members = watch_members,
+    .tp_getset = watch_getset,
+};
+
+static PyObject *
+speedups_watch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "watch(send, scope)");
+        return NULL;
+    }
+    PyObject *scope = args[1];
+    PyObject *root = mapping_get(scope, s_root_path);
+    if (root == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        root = Py_NewRef(Py_None);
+    }
+    PyObject *params = NULL;
+    int has_root = PyObject_IsTrue(root);
+    if (has_root < 0) {
+        Py_DECREF(root);
+        return NULL;
+    }
+    if (has_root) {
+        params = mapping_get(scope, s_path_params);
+        if (params == NULL && PyErr_Occurred()) {
+            Py_DECREF(root);
+            return NULL;
+        }
+    }
+    if (params == NULL)
+        params = Py_NewRef(Py_None);
+    Watch *self = PyObject_GC_New(Watch, &WatchType);
+    if (self == NULL) {
+        Py_DECREF(root);
+        Py_DECREF(params);
+        return NULL;
+    }
+    self->send = Py_NewRef(args[0]);
+    self->status = NULL;
+    self->root = root;
+    self->params = params;
+    self->end = 0.0;
+    self->vectorcall = watch_call;
+    self->start = monotonic_now();
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+/* ------------------------------------------------------------------------ record */
+
+/* 1: the state holds a consumer or context (the Python path handles those), 0: not, -1: error */
+static int
+state_has_request_data(PyObject *scope)
+{
+    PyObject *state = mapping_get(scope, s_state);
+    if (state == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    int result = PyObject_IsTrue(state);
+    if (result > 0) {
+        PyObject *keys[3] = {s_malti_consumer, s_context, s_malti_context};
+        result = 0;
+        for (int i = 0; i < 3 && result == 0; i++)
+            result = PySequence_Contains(state, keys[i]);
+    }
+    Py_DECREF(state);
+    return result;
+}
+
+/* the row for a request the common case covers: 1 appended (or ignored), 0 not handled, -1 error.
+ * Only the state check may call Python code (a mapping of the app's); it comes first, and
+ * everything after it reads exact dicts, tuples, str and bytes, so borrowed references stay valid. */
+static int
+record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
+{
+    if (!(watch->end > 0.0) || watch->status == NULL || !PyLong_CheckExact(watch->status))
+        return 0;
+    int overflow = 0;
+    long status = PyLong_AsLongAndOverflow(watch->status, &overflow);
+    if (overflow || status < 100 || status > 599)
+        return 0;
+    if (!PyDict_CheckExact(scope) || !PyTuple_CheckExact(snapshot) || PyTuple_GET_SIZE(snapshot) != 4)
+        return 0;
+
+    int has_data = state_has_request_data(scope);
+    if (has_data != 0)
+        return has_data < 0 ? -1 : 0;
+
+    PyObject *rows = PyTuple_GET_ITEM(snapshot, 0);
+    PyObject *limit = PyTuple_GET_ITEM(snapshot, 1);
+    PyObject *clean_mode = PyTuple_GET_ITEM(snapshot, 2);
+    PyObject *index = PyTuple_GET_ITEM(snapshot, 3);
+    if (!PyDict_CheckExact(index) || !PyBool_Check(clean_mode) || !PyLong_CheckExact(limit))
+        return 0;
+
+    /* below a Mount this middleware's own route index does not know: the Python path */
+    PyObject *root = watch->root;
+    if (root != Py_None) {
+        if (!PyUnicode_CheckExact(root))
+            return 0;
+        if (PyUnicode_GET_LENGTH(root)) {
+            PyObject *app_root = PyDict_GetItemWithError(scope, s_app_root_path);
+            if (app_root == NULL && PyErr_Occurred())
+                return -1;
+            if (app_root != NULL && (!PyUnicode_CheckExact(app_root) || PyUnicode_Compare(root, app_root) != 0))
+                return 0;
+        }
+    }
+
+    /* the matched route's full pattern, from the route index */
+    PyObject *route = PyDict_GetItemWithError(scope, s_route);
+    if (route == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *key = PyLong_FromVoidPtr(route);
+    if (key == NULL)
+        return -1;
+    PyObject *entry = PyDict_GetItemWithError(index, key);
+    Py_DECREF(key);
+    if (entry == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) < 2 || PyTuple_GET_ITEM(entry, 0) != route)
+        return 0;
+    PyObject *pattern = PyTuple_GET_ITEM(entry, 1);
+    if (!PyUnicode_CheckExact(pattern))
+        return 0;
+
+    PyObject *scope_method = PyDict_GetItemWithError(scope, s_method);
+    if (scope_method == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyUnicode_CheckExact(scope_method))
+        return 0;
+    PyObject *method = PyDict_GetItemWithError(known_methods, scope_method);
+    if (method == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+
+    Py_ssize_t backlog = PyLong_AsSsize_t(limit);
+    if (backlog == -1 && PyErr_Occurred())
+        return -1;
+    Py_ssize_t buffered = PyObject_Size(rows);
+    if (buffered < 0)
+        return -1;
+    if (buffered >= backlog)
+        return 0;
+
+    if ((status == 404 || status == 401) && clean_mode == Py_True)
+        return 1; /* ignored, as clean mode asks */
+
+    /* the consumer header of the best rank (the first of equal ones) */
+    PyObject *headers = PyDict_GetItemWithError(scope, s_headers);
+    if (headers == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyList_CheckExact(headers) && !PyTuple_CheckExact(headers))
+        return 0;
+    PyObject *consumer = anonymous;
+    long rank = 4;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(headers);
+    PyObject **items = PySequence_Fast_ITEMS(headers);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *header = items[i];
+        if (!PyTuple_CheckExact(header) || PyTuple_GET_SIZE(header) != 2)
+            return 0;
+        PyObject *name = PyTuple_GET_ITEM(header, 0);
+        if (!PyBytes_CheckExact(name))
+            return 0;
+        PyObject *found = PyDict_GetItemWithError(consumer_headers, name);
+        if (found == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+            continue;
+        }
+        long found_rank = PyLong_AsLong(found);
+        if (found_rank == -1 && PyErr_Occurred())
+            return -1;
+        if (found_rank < rank) {
+            PyObject *value = PyTuple_GET_ITEM(header, 1);
+            if (!PyBytes_CheckExact(value))
+                return 0;
+            consumer = PyBytes_GET_SIZE(value) ? value : anonymous;
+            rank = found_rank;
+        }
+    }
+
+    PyObject *row = PyTuple_New(7);
+    if (row == NULL)
+        return -1;
+    PyObject *elapsed = PyFloat_FromDouble((watch->end - watch->start) * 1000.0);
+    PyObject *created = PyFloat_FromDouble(wall_now());
+    if (elapsed == NULL || created == NULL) {
+        Py_XDECREF(elapsed);
+        Py_XDECREF(created);
+        Py_DECREF(row);
+        return -1;
+    }
+    PyTuple_SET_ITEM(row, 0, Py_NewRef(method));
+    PyTuple_SET_ITEM(row, 1, Py_NewRef(pattern));
+    PyTuple_SET_ITEM(row, 2, Py_NewRef(watch->status));
+    PyTuple_SET_ITEM(row, 3, elapsed);
+    PyTuple_SET_ITEM(row, 4, Py_NewRef(consumer));
+    PyTuple_SET_ITEM(row, 5, Py_NewRef(Py_None));
+    PyTuple_SET_ITEM(row, 6, created);
+    PyObject *call_args[2] = {rows, row};
+    PyObject *done = PyObject_Vectorcall(row_append, call_args, 2, NULL);
+    Py_DECREF(row);
+    if (done == NULL)
+        return -1;
+    Py_DECREF(done);
+    return 1;
+}
+
+static PyObject *
+speedups_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !Py_IS_TYPE(args[0], &WatchType)) {
+        PyErr_SetString(PyExc_TypeError, "record(watch, scope, snapshot)");
+        return NULL;
+    }
+    if (known_methods == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "malti_sdk._speedups.setup() was not called");
+        return NULL;
+    }
+    int result = record_row((Watch *)args[0], args[1], args[2]);
+    if (result < 0)
+        return NULL;
+    return PyBool_FromLong(result);
+}
+
+static PyObject *
+speedups_now(PyObject *module, PyObject *unused)
+{
+    return PyFloat_FromDouble(monotonic_now());
+}
+
+static PyObject *
+speedups_setup(PyObject *module, PyObject *args)
+{
+    PyObject *methods, *headers, *anon, *last, *append;
+    if (!PyArg_ParseTuple(args, "O!O!UOO:setup", &PyDict_Type, &methods, &PyDict_Type, &headers, &anon, &last,
+                          &append))
+        return NULL;
+    Py_XSETREF(known_methods, Py_NewRef(methods));
+    Py_XSETREF(consumer_headers, Py_NewRef(headers));
+    Py_XSETREF(anonymous, Py_NewRef(anon));
+    Py_XSETREF(send_last, Py_NewRef(last));
+    Py_XSETREF(row_append, Py_NewRef(append));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef speedups_methods[] = {
+    {"watch", (PyCFunction)(void (*)(void))speedups_watch, METH_FASTCALL,
+     "watch(send, scope): the send to hand to the app, noting status and end"},
+    {"record", (PyCFunction)(void (*)(void))speedups_record, METH_FASTCALL,
+     "record(watch, scope, snapshot) -> True when the common case recorded (or ignored) the request"},
+    {"now", speedups_now, METH_NOARGS, "the clock of Watch.start and Watch.end, in seconds"},
+    {"setup", speedups_setup, METH_VARARGS,
+     "setup(known_methods, consumer_headers, anonymous, send_last, deque_append)"},
+    {NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "malti_sdk._speedups",
+    .m_doc = "Compiled request path of MaltiMiddleware (optional).",
+    .m_size = -1,
+    .m_methods = speedups_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    struct {
+        PyObject **target;
+        const char *text;
+    } names[] = {
+        {&s_type, "type"},
+        {&s_status, "status"},
+        {&s_more_body, "more_body"},
+        {&s_response_start, "http.response.start"},
+        {&s_route, "route"},
+        {&s_method, "method"},
+        {&s_state, "state"},
+        {&s_headers, "headers"},
+        {&s_root_path, "root_path"},
+        {&s_app_root_path, "app_root_path"},
+        {&s_path_params, "path_params"},
+        {&s_malti_consumer, "malti_consumer"},
+        {&s_context, "context"},
+        {&s_malti_context, "malti_context"},
+        {&s_get, "get"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (*names[i].target == NULL) {
+            *names[i].target = PyUnicode_InternFromString(names[i].text);
+            if (*names[i].target == NULL)
+                return NULL;
+        }
+    }
+    if (PyType_Ready(&WatchType) < 0)
+        return NULL;
+    PyObject *module = PyModule_Create(&speedups_module);
+    if (module == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(module, "Watch", (PyObject *)&WatchType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -1,0 +1,201 @@
+"""The compiled request path (malti_sdk/_speedups.c) against the pure-Python one.
+
+The Python path owns the rules; the compiled one must record exactly what it records
+(timings aside) and count exactly what it counts, for any request, and hand everything
+it does not understand back to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+
+from malti_sdk import MaltiMiddleware, TelemetryConfig, TelemetrySystem
+from malti_sdk import _middleware
+
+
+def test_the_extension_is_built_where_a_compiler_is():
+    if os.name != "posix" or not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler: the SDK runs its pure-Python request path")
+    if os.environ.get("MALTI_SPEEDUPS", "1") == "0":
+        pytest.skip("MALTI_SPEEDUPS=0")
+    assert _middleware._speedups is not None, "pip install -e . should have built malti_sdk._speedups"
+    assert _middleware._watch is not None
+
+
+def _app(system: TelemetrySystem) -> Starlette:
+    async def ok(request):
+        return PlainTextResponse("ok")
+
+    async def status(request):
+        return Response(status_code=int(request.path_params["code"]))
+
+    async def stated(request):
+        kind = request.path_params["kind"]
+        if kind == "consumer":
+            request.state.malti_consumer = "from-state"
+        elif kind == "context":
+            request.state.context = "ctx"
+        elif kind == "empty":
+            request.state.malti_consumer = ""
+        return PlainTextResponse("ok")
+
+    async def stream(request):
+        async def body():
+            for piece in (b"a", b"b", b"c"):
+                yield piece
+
+        return StreamingResponse(body())
+
+    async def nothing(scope, receive, send):  # returns without a response: recorded as 500
+        return None
+
+    app = Starlette(
+        routes=[
+            Route("/ok", ok, methods=["GET", "POST", "PATCH", "M1!", "get", "FOO"]),
+            Route("/status/{code:int}", status),
+            Route("/state/{kind}", stated),
+            Route("/stream", stream),
+            Mount("/api/v2", routes=[Route("/posts/{post_id}", ok)]),
+            Mount("/raw", app=nothing),
+        ]
+    )
+    app.add_middleware(MaltiMiddleware, telemetry_system=system)
+    return app
+
+
+NAMES = [b"x-consumer-id", b"x-user-id", b"consumer-id", b"user-id", b"x-forwarded-for", b"host", b"accept"]
+VALUES = [b"", b"alice", b"bob", b"10.0.0.1"]
+PATHS = ["/ok", "/status/200", "/status/201", "/status/401", "/status/404", "/status/503", "/status/599",
+         "/state/consumer", "/state/context", "/state/empty", "/state/none", "/stream", "/api/v2/posts/7",
+         "/nowhere", "/raw"]
+METHODS = ["GET", "GET", "POST", "PATCH", "M1!", "get", "FOO"]
+
+
+def _requests(seed: int, count: int) -> list[tuple[str, str, list]]:
+    rng = random.Random(seed)
+    result = []
+    for _ in range(count):
+        headers = [(rng.choice(NAMES), rng.choice(VALUES)) for _ in range(rng.randint(0, 5))]
+        if rng.random() < 0.05:
+            headers = [list(h) for h in headers]  # lists, not tuples: the Python path's job
+        result.append((rng.choice(METHODS), rng.choice(PATHS), headers))
+    return result
+
+
+async def _run(requests, clean_mode: bool) -> tuple[list, dict]:
+    system = TelemetrySystem(TelemetryConfig(
+        api_key="k", service_name="s", malti_url="http://127.0.0.1:9", batch_interval=3600,
+        shutdown_timeout=0, clean_mode=clean_mode))
+    app = _app(system)
+    try:
+        for method, path, headers in requests:
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+                     "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+                     "query_string": b"", "headers": headers, "client": ("127.0.0.1", 5), "server": ("t", 80)}
+            sent = []
+            received = []
+
+            async def receive():
+                if received:  # after the body: nothing more until the response is done
+                    await asyncio.Future()
+                received.append(1)
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message):
+                sent.append(message)
+
+            await app(scope, receive, send)
+        rows = [(m, e, s, c, ctx) for m, e, s, rt, c, ctx, created in system.batch_sender.buffer.rows]
+        times = [rt for _, _, _, rt, _, _, _ in system.batch_sender.buffer.rows]
+        assert all(isinstance(t, float) and 0 <= t < 10_000 for t in times)
+        stats = system.get_stats()
+        return rows, {"dropped": stats["dropped"], "total_added": stats["total_added"]}
+    finally:
+        await system.stop()
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_compiled_and_python_paths_record_the_same(seed):
+    if _middleware._speedups is None:
+        pytest.skip("malti_sdk._speedups is not built here")
+    requests = _requests(seed, 400)
+    clean_mode = seed % 2 == 0
+    try:
+        _middleware._use_speedups(None)
+        expected = await _run(requests, clean_mode)
+        _middleware._use_speedups(_middleware._speedups)
+        taken = []
+        record = _middleware._record_fast
+
+        def counting(watch, scope, snapshot):
+            result = record(watch, scope, snapshot)
+            taken.append(result)
+            return result
+
+        _middleware._record_fast = counting
+        got = await _run(requests, clean_mode)
+    finally:
+        _middleware._use_speedups(_middleware._speedups)
+    assert got == expected
+    assert len(expected[0]) > 200
+    assert sum(taken) > 100  # the compiled common case really ran
+
+
+def test_compiled_record_refuses_what_it_does_not_understand():
+    if _middleware._speedups is None:
+        pytest.skip("malti_sdk._speedups is not built here")
+    from collections import deque
+
+    speedups = _middleware._speedups
+
+    async def send(message):
+        return None
+
+    route = object()
+    rows: deque = deque()
+    snapshot = (rows, 10, True, {id(route): (route, "/r")})
+    base = {"type": "http", "method": "GET", "route": route, "headers": [(b"x-user-id", b"u")], "root_path": ""}
+
+    def finished(scope, status=200):
+        watch = speedups.watch(send, scope)
+        watch(  # a coroutine-less send: the inner send's awaitable comes back
+            {"type": "http.response.start", "status": status}).close()
+        watch({"type": "http.response.body", "body": b""}).close()
+        return watch
+
+    assert speedups.record(finished(base), base, snapshot) is True
+    assert rows[-1][:3] == ("GET", "/r", 200) and rows[-1][4] == b"u" and rows[-1][5] is None
+    for scope, status in [
+        ({**base, "state": {"malti_consumer": "x"}}, 200),
+        ({**base, "state": {"context": "x"}}, 200),
+        ({**base, "method": "BREW"}, 200),  # not a known method yet: normalised by Python
+        ({**base, "route": object()}, 200),
+        ({**base, "headers": [[b"x-user-id", b"u"]]}, 200),
+        ({**base, "headers": [(b"x-user-id", "text")]}, 200),
+        ({**base, "headers": ((b"a", b"b") for _ in range(1))}, 200),
+        ({**base, "root_path": "/mounted", "app_root_path": ""}, 200),
+        (base, 600),
+        (base, True),
+    ]:
+        before = len(rows)
+        assert speedups.record(finished(scope, status), scope, snapshot) is False, scope
+        assert len(rows) == before
+    unfinished = speedups.watch(send, base)
+    assert speedups.record(unfinished, base, snapshot) is False
+    # clean mode: 404 and 401 are handled (ignored) without a row
+    before = len(rows)
+    assert speedups.record(finished(base, 404), base, snapshot) is True
+    assert len(rows) == before
+    # a full buffer is the Python path's (it counts the overflow)
+    full = (deque(range(10)), 10, True, snapshot[3])
+    assert speedups.record(finished(base), base, full) is False
+    with pytest.raises(TypeError):
+        speedups.record(object(), base, snapshot)
