@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 import zlib
@@ -132,9 +133,11 @@ class RecordEncoder:
             self._head_key = (service, node)
             self._head = '{"service":%s,"node":%s,"method":' % (_json_text(service), _json_text(node))
             self._prefixes.clear()
+        if _encode is not None:  # the compiled encoder: the same text (None: rows it leaves to us)
+            text = _encode(rows, self._prefixes, self._prefix, self._stamp)
+            if text is not None:
+                return text
         prefixes = self._prefixes
-        seconds = self._seconds
-        head = self._head
         # Four values per record, formatted by one call for the whole chunk: in a hot
         # loop 27 % faster than one call per record, for the same bytes.
         values: list = []
@@ -145,33 +148,45 @@ class RecordEncoder:
             key = (method, endpoint, status, consumer, context)
             prefix = prefixes.get(key)
             if prefix is None:
-                if len(prefixes) >= self._PREFIX_LIMIT:
-                    prefixes.clear()  # bounded: high-cardinality consumers must not grow memory
-                prefix = prefixes[key] = (
-                    '%s%s,"endpoint":%s,"status":%d,"consumer":%s,"context":%s,"response_time":'
-                    % (
-                        head,
-                        _json_text(method),
-                        _json_text(endpoint),
-                        status,
-                        _json_text(consumer),
-                        _json_text(context),
-                    )
-                )
+                prefix = self._prefix(key)
             second = int(created)
             if second != last_second:  # rows come mostly in time order: one lookup per second
                 last_second = second
-                stamp = seconds.get(second)
-                if stamp is None:
-                    if len(seconds) > 4096:
-                        seconds.clear()
-                    stamp = seconds[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+                stamp = self._stamp(second)
             extend((prefix, response_time, stamp, (created - second) * 1e6))
         count = len(values) >> 2
         if not count:
             return ""
         template = _FULL_CHUNK if count == CHUNK else ",".join([_RECORD_TEMPLATE] * count)
         return template % tuple(values)
+
+    def _prefix(self, key: tuple) -> str:
+        """The memoised JSON text of a record before its response time."""
+        prefixes = self._prefixes
+        if len(prefixes) >= self._PREFIX_LIMIT:
+            prefixes.clear()  # bounded: high-cardinality consumers must not grow memory
+        method, endpoint, status, consumer, context = key
+        prefix = prefixes[key] = (
+            '%s%s,"endpoint":%s,"status":%d,"consumer":%s,"context":%s,"response_time":'
+            % (
+                self._head,
+                _json_text(method),
+                _json_text(endpoint),
+                status,
+                _json_text(consumer),
+                _json_text(context),
+            )
+        )
+        return prefix
+
+    def _stamp(self, second: int) -> str:
+        """The memoised ISO text of a whole second (UTC)."""
+        stamp = self._seconds.get(second)
+        if stamp is None:
+            if len(self._seconds) > 4096:
+                self._seconds.clear()
+            stamp = self._seconds[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return stamp
 
     def encode_body(self, rows: Sequence[Row], service: str, node: str | None) -> bytes:
         """The complete JSON body ``{"requests": [...]}``, in one go (for small batches and tests)."""
@@ -207,6 +222,14 @@ class RecordEncoder:
         else:
             pieces.append(closing)
         return b"".join(pieces), compressor is not None
+
+
+try:  # the compiled encoder (malti_sdk/_speedups.c), unless built without or switched off
+    if os.environ.get("MALTI_SPEEDUPS", "1").strip().lower() in ("0", "false", "no", "off"):
+        raise ImportError("MALTI_SPEEDUPS=0")
+    from ._speedups import encode as _encode
+except ImportError:
+    _encode = None
 
 
 def _gzip_once(body: bytes) -> bytes:

@@ -16,6 +16,12 @@
  *       returns False and leaves the request to the Python path, which owns every rule
  *       and every count. It never raises for input it does not understand.
  *
+ *   encode(rows, prefixes, make_prefix, make_stamp) -> str | None
+ *       The JSON objects of a chunk of buffered rows, comma-joined: the same text as
+ *       RecordEncoder.encode_rows in Python (malti_sdk/_records.py), which owns the
+ *       memoised prefixes and timestamps and is called back for the ones not yet made.
+ *       None when a row is not of the usual shape: the Python encoder does that chunk.
+ *
  * Times: start and end come from CLOCK_MONOTONIC, compared only with each other and
  * with now(); created_at from CLOCK_REALTIME, as time.time().
  */
@@ -23,6 +29,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <math.h>
+#include <string.h>
 #include <time.h>
 
 static PyObject *s_type, *s_status, *s_more_body, *s_response_start, *s_route, *s_method,
@@ -418,6 +426,231 @@ speedups_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(result);
 }
 
+/* ------------------------------------------------------------------------ encode */
+
+typedef struct {
+    char *data;
+    size_t length, capacity;
+} Text;
+
+static int
+text_reserve(Text *text, size_t extra)
+{
+    if (text->length + extra <= text->capacity)
+        return 0;
+    size_t capacity = text->capacity ? text->capacity : 4096;
+    while (capacity < text->length + extra)
+        capacity *= 2;
+    char *data = PyMem_Realloc(text->data, capacity);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    text->data = data;
+    text->capacity = capacity;
+    return 0;
+}
+
+static char *
+put_digits(char *out, unsigned long long value)
+{
+    char digits[24];
+    int count = 0;
+    do {
+        digits[count++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
+    while (count)
+        *out++ = digits[--count];
+    return out;
+}
+
+/* '%.3f' % value, as Python formats it. Milliseconds below 1e9 whose thousandths are not
+ * within 0.001 of a tie are rounded here (the product's error is below 0.0002, so the
+ * nearest integer is the exact one); anything else goes through Python's own formatter. */
+static int
+put_milliseconds(Text *text, double value)
+{
+    if (value >= 0.0 && value < 1e9 && !signbit(value)) {
+        double thousandths = value * 1000.0;
+        double nearest = nearbyint(thousandths);
+        if (fabs(thousandths - nearest) < 0.499) {
+            if (text_reserve(text, 32) < 0)
+                return -1;
+            unsigned long long whole = (unsigned long long)nearest;
+            char *out = put_digits(text->data + text->length, whole / 1000);
+            unsigned int fraction = (unsigned int)(whole % 1000);
+            out[0] = '.';
+            out[1] = (char)('0' + fraction / 100);
+            out[2] = (char)('0' + fraction / 10 % 10);
+            out[3] = (char)('0' + fraction % 10);
+            text->length = (size_t)(out + 4 - text->data);
+            return 0;
+        }
+    }
+    char *formatted = PyOS_double_to_string(value, 'f', 3, 0, NULL);
+    if (formatted == NULL)
+        return -1;
+    size_t length = strlen(formatted);
+    if (text_reserve(text, length) < 0) {
+        PyMem_Free(formatted);
+        return -1;
+    }
+    memcpy(text->data + text->length, formatted, length);
+    text->length += length;
+    PyMem_Free(formatted);
+    return 0;
+}
+
+static int
+put_ascii(Text *text, PyObject *ascii)
+{
+    size_t length = (size_t)PyUnicode_GET_LENGTH(ascii);
+    if (text_reserve(text, length) < 0)
+        return -1;
+    memcpy(text->data + text->length, PyUnicode_1BYTE_DATA(ascii), length);
+    text->length += length;
+    return 0;
+}
+
+static int
+put_literal(Text *text, const char *literal, size_t length)
+{
+    if (text_reserve(text, length) < 0)
+        return -1;
+    memcpy(text->data + text->length, literal, length);
+    text->length += length;
+    return 0;
+}
+
+/* a callback's answer: an ASCII str (a new reference), else NULL (error set, or none: fall back) */
+static PyObject *
+ascii_text(PyObject *value)
+{
+    if (value == NULL)
+        return NULL;
+    if (!PyUnicode_CheckExact(value) || !PyUnicode_IS_ASCII(value)) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    return value;
+}
+
+static PyObject *
+speedups_encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "encode(rows, prefixes, make_prefix, make_stamp)");
+        return NULL;
+    }
+    PyObject *rows = args[0], *prefixes = args[1], *make_prefix = args[2], *make_stamp = args[3];
+    if (!PyList_CheckExact(rows) && !PyTuple_CheckExact(rows))
+        Py_RETURN_NONE;
+    rows = PySequence_Fast(rows, "rows"); /* a new reference: the list may change under a callback */
+    if (rows == NULL)
+        return NULL;
+    Text text = {NULL, 0, 0};
+    PyObject *stamp = NULL;
+    long long last_second = 0;
+    int fallback = 0;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(rows);
+    if (PyList_CheckExact(rows)) { /* encode a snapshot of the list */
+        PyObject *copy = PyList_GetSlice(rows, 0, count);
+        Py_DECREF(rows);
+        if (copy == NULL)
+            return NULL;
+        rows = copy;
+    }
+    for (Py_ssize_t i = 0; i < count && !fallback; i++) {
+        PyObject *row = PySequence_Fast_GET_ITEM(rows, i);
+        if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) != 7 || !PyFloat_CheckExact(PyTuple_GET_ITEM(row, 3)) ||
+            !PyFloat_CheckExact(PyTuple_GET_ITEM(row, 6))) {
+            fallback = 1;
+            break;
+        }
+        double created = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(row, 6));
+        if (!isfinite(created) || fabs(created) >= 1e15) {
+            fallback = 1;
+            break;
+        }
+        PyObject *key = PyTuple_Pack(5, PyTuple_GET_ITEM(row, 0), PyTuple_GET_ITEM(row, 1), PyTuple_GET_ITEM(row, 2),
+                                     PyTuple_GET_ITEM(row, 4), PyTuple_GET_ITEM(row, 5));
+        if (key == NULL)
+            goto error;
+        PyObject *prefix = PyDict_GetItemWithError(prefixes, key);
+        if (prefix != NULL)
+            Py_INCREF(prefix);
+        else if (!PyErr_Occurred())
+            prefix = PyObject_CallOneArg(make_prefix, key);
+        Py_DECREF(key);
+        if (prefix == NULL)
+            goto error;
+        prefix = ascii_text(prefix);
+        if (prefix == NULL) {
+            if (PyErr_Occurred())
+                goto error;
+            fallback = 1;
+            break;
+        }
+        long long second = (long long)created; /* int(created): toward zero */
+        if (stamp == NULL || second != last_second) {
+            PyObject *second_object = PyLong_FromLongLong(second);
+            PyObject *made = second_object ? PyObject_CallOneArg(make_stamp, second_object) : NULL;
+            Py_XDECREF(second_object);
+            made = ascii_text(made);
+            if (made == NULL) {
+                Py_DECREF(prefix);
+                if (PyErr_Occurred())
+                    goto error;
+                fallback = 1;
+                break;
+            }
+            Py_XSETREF(stamp, made);
+            last_second = second;
+        }
+        long long micro = (long long)((created - (double)second) * 1e6); /* '%06d' of a float: truncated */
+        int failed = (i && put_literal(&text, ",", 1) < 0) || put_ascii(&text, prefix) < 0 ||
+                     put_milliseconds(&text, PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(row, 3))) < 0 ||
+                     put_literal(&text, ",\"created_at\":\"", 15) < 0 || put_ascii(&text, stamp) < 0 ||
+                     text_reserve(&text, 32) < 0;
+        Py_DECREF(prefix);
+        if (failed)
+            goto error;
+        char *out = text.data + text.length;
+        if (micro >= 0 && micro < 1000000) {
+            *out++ = '.';
+            for (int digit = 5; digit >= 0; digit--) {
+                out[digit] = (char)('0' + micro % 10);
+                micro /= 10;
+            }
+            out += 6;
+        }
+        else
+            out += PyOS_snprintf(out, 32, ".%06lld", micro);
+        *out++ = 'Z';
+        *out++ = '"';
+        *out++ = '}';
+        text.length = (size_t)(out - text.data);
+    }
+    Py_DECREF(rows);
+    Py_XDECREF(stamp);
+    if (fallback) {
+        PyMem_Free(text.data);
+        Py_RETURN_NONE;
+    }
+    PyObject *result = PyUnicode_New((Py_ssize_t)text.length, 127);
+    if (result != NULL && text.length)
+        memcpy(PyUnicode_1BYTE_DATA(result), text.data, text.length);
+    PyMem_Free(text.data);
+    return result;
+
+error:
+    Py_DECREF(rows);
+    Py_XDECREF(stamp);
+    PyMem_Free(text.data);
+    return NULL;
+}
+
 static PyObject *
 speedups_now(PyObject *module, PyObject *unused)
 {
@@ -444,6 +677,8 @@ static PyMethodDef speedups_methods[] = {
      "watch(send, scope): the send to hand to the app, noting status and end"},
     {"record", (PyCFunction)(void (*)(void))speedups_record, METH_FASTCALL,
      "record(watch, scope, snapshot) -> True when the common case recorded (or ignored) the request"},
+    {"encode", (PyCFunction)(void (*)(void))speedups_encode, METH_FASTCALL,
+     "encode(rows, prefixes, make_prefix, make_stamp) -> the rows' JSON objects, comma-joined, or None"},
     {"now", speedups_now, METH_NOARGS, "the clock of Watch.start and Watch.end, in seconds"},
     {"setup", speedups_setup, METH_VARARGS,
      "setup(known_methods, consumer_headers, anonymous, send_last, deque_append)"},

@@ -12,6 +12,9 @@ import pytest
 
 from malti_sdk._records import CHUNK, RecordEncoder
 
+# every test runs on the compiled encoder and on the pure-Python one
+pytestmark = pytest.mark.usefixtures("encoder_path")
+
 ENDPOINTS = ["/users/{user_id}", '/q"u\u00e9%s/{x}', "/100%", "/a\\b"]
 CONSUMERS = ["anonymous", b"web-app%d", "line\nbreak", b"\xe9t\xe9"]
 CONTEXTS = [None, "ctx%", 'with "quotes"']

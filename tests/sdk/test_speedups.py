@@ -199,3 +199,67 @@ def test_compiled_record_refuses_what_it_does_not_understand():
     assert speedups.record(finished(base), base, full) is False
     with pytest.raises(TypeError):
         speedups.record(object(), base, snapshot)
+
+
+def _adversarial_rows(seed: int, count: int) -> list[tuple]:
+    rng = random.Random(seed)
+    times = [0.0, -0.0, 0.0005, 0.0015, 0.0025, 1.0005, 2.5e-4, 999.9995, 123.4565, 1e9 - 0.0005, 1e9, 1e9 + 0.5,
+             5e11, 1e12, 1e300, -1.0, -0.0004, float("inf"), float("-inf"), float("nan"), 1e-300, 0.1 + 0.2]
+    createds = [1_764_900_000.0, 1_764_900_000.9999995, 1_764_900_000.999999, 0.0, -0.5, -1.25, 1e-7,
+                253402300799.999999, 1_764_900_001.0000004]
+    rows = []
+    for i in range(count):
+        response_time = rng.choice(times) if rng.random() < 0.4 else rng.random() * 10 ** rng.randint(-4, 10)
+        created = rng.choice(createds) if rng.random() < 0.3 else 1_764_900_000 + rng.random() * 5
+        rows.append((
+            rng.choice(["GET", "POST", "OTHER"]),
+            rng.choice(["/a", '/q"u\u00e9%s/{x}', "/100%", "/a\\b", "/\u2603"]),
+            rng.choice([200, 404, 500, True]),
+            response_time,
+            rng.choice(["anonymous", b"web%d", b"\xe9t\xe9", "", "\x00nul"]),
+            rng.choice([None, "ctx%", 'with "quotes"']),
+            created,
+        ))
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_compiled_encoder_writes_the_same_bytes(seed, monkeypatch):
+    from malti_sdk import _records
+
+    if _records._encode is None:
+        pytest.skip("malti_sdk._speedups is not built here")
+    rows = _adversarial_rows(seed, 3000)
+    compiled = _records.RecordEncoder()
+    python = _records.RecordEncoder()
+    for size in (1, 2, 7, 100, 101, 1000):
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            got = compiled.encode_rows(chunk, "svc%d", "node")
+            with monkeypatch.context() as patch:
+                patch.setattr(_records, "_encode", None)
+                expected = python.encode_rows(chunk, "svc%d", "node")
+            assert got == expected, chunk
+
+
+def test_compiled_encoder_leaves_odd_rows_to_python():
+    from malti_sdk import _records
+
+    if _records._encode is None:
+        pytest.skip("malti_sdk._speedups is not built here")
+    encoder = _records.RecordEncoder()
+    good = ("GET", "/a", 200, 1.5, "anonymous", None, 1_764_900_000.25)
+    for odd in [
+        ("GET", "/a", 200, 2, "anonymous", None, 1_764_900_000.25),  # an int response time
+        ("GET", "/a", 200, 1.5, "anonymous", None, 1_764_900_000),  # an int timestamp
+        ["GET", "/a", 200, 1.5, "anonymous", None, 1_764_900_000.25],  # a list
+        ("GET", "/a", 200, 1.5, "anonymous", None, 1e16),  # beyond what C converts exactly
+    ]:
+        assert _records._encode([good, odd], encoder._prefixes, encoder._prefix, encoder._stamp) is None
+        text = encoder.encode_rows([good, odd], "s", None)  # Python encodes it
+        assert text.count('"created_at"') == 2
+    assert _records._encode((good,), {}, encoder._prefix, encoder._stamp).startswith('{"service":"s"')
+    assert _records._encode([], {}, encoder._prefix, encoder._stamp) == ""
+    assert _records._encode(iter([good]), {}, encoder._prefix, encoder._stamp) is None
+    with pytest.raises(ValueError):  # int(nan), as in Python
+        encoder.encode_rows([("GET", "/a", 200, 1.5, "anonymous", None, float("nan"))], "s", None)
