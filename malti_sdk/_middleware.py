@@ -154,7 +154,7 @@ class MaltiMiddleware:
             raise
         # The common case, inline (see the module docstring); anything else: _record.
         snapshot = self._snapshot
-        if snapshot is not None and end > 0 and 100 <= status <= 599:
+        if snapshot is not None and end > 0 and type(status) is int and 100 <= status <= 599:
             try:
                 rows, limit, clean_mode, index = snapshot
                 route = scope.get("route")
@@ -193,27 +193,29 @@ class MaltiMiddleware:
         """``__call__`` for HTTP with the compiled request path: the same steps as the
         Python one, with the send wrapper and the common case in C (see _speedups.c)."""
         watch = _watch(send, scope)  # also notes the start, root_path and path_params
+        record = _record_fast  # once: a switch of paths mid-request must not break this one
         try:
             await self.app(scope, receive, watch)
         except Exception:
-            status, end = watch.status, watch.end
-            if end <= 0 or not status:  # the response was not complete
-                end = _now()
+            status = watch.status
+            if watch.end <= 0 or not status:  # the response was not complete
+                watch.mark_end()
                 status = 500
-            self._record(scope, status, watch.start, end, watch.root, watch.params)
+            self._record(scope, status, watch.start, watch.end, watch.root, watch.params)
             raise
         snapshot = self._snapshot
         if snapshot is not None:
             try:
-                if _record_fast(watch, scope, snapshot):
+                if record(watch, scope, snapshot):
                     return
             except Exception:  # telemetry must never break the app
                 self._failed()
                 return
-        status, end = watch.status, watch.end
-        if end <= 0 or not status:  # the app returned without completing a response
-            status, end = 500, _now()
-        self._record(scope, status, watch.start, end, watch.root, watch.params)
+        status = watch.status
+        if watch.end <= 0 or not status:  # the app returned without completing a response
+            watch.mark_end()
+            status = 500
+        self._record(scope, status, watch.start, watch.end, watch.root, watch.params)
 
     def _forget_snapshot(self) -> None:
         self._snapshot = None
@@ -451,22 +453,24 @@ async def _send_last(watch: Any, send: Send, message: Message) -> None:
     try:
         await send(message)
     finally:
-        watch.end = _now()
+        watch.mark_end()
 
 
 def _use_speedups(module: Any) -> None:
     """Switch the request path: the compiled module, or None for pure Python (tests use both)."""
-    global _watch, _record_fast, _now
+    global _watch, _record_fast
     if module is None:
-        _watch = _record_fast = _now = None
+        _watch = _record_fast = None
         return
     from collections import deque
 
-    module.setup(KNOWN_METHODS, _CONSUMER_HEADERS, ANONYMOUS, _send_last, deque.append)
-    _watch, _record_fast, _now = module.watch, module.record, module.now
+    # created_at comes from time.time() in C, unless this module's ``time`` was replaced
+    # (a test's frozen clock): then the replacement is called, as the Python path does.
+    module.setup(KNOWN_METHODS, _CONSUMER_HEADERS, ANONYMOUS, _send_last, deque.append, globals(), _wall_clock)
+    _watch, _record_fast = module.watch, module.record
 
 
+_wall_clock = time
 _watch: Any = None
 _record_fast: Any = None
-_now: Any = None
 _use_speedups(_speedups)

@@ -22,8 +22,9 @@
  *       memoised prefixes and timestamps and is called back for the ones not yet made.
  *       None when a row is not of the usual shape: the Python encoder does that chunk.
  *
- * Times: start and end come from CLOCK_MONOTONIC, compared only with each other and
- * with now(); created_at from CLOCK_REALTIME, as time.time().
+ * Times: start and end come from CLOCK_MONOTONIC (Watch.mark_end() notes an end from
+ * Python) and are compared only with each other; created_at comes from CLOCK_REALTIME,
+ * as time.time(), unless malti_sdk._middleware.time was replaced (a test's frozen clock).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -35,7 +36,7 @@
 
 static PyObject *s_type, *s_status, *s_more_body, *s_response_start, *s_route, *s_method,
     *s_state, *s_headers, *s_root_path, *s_app_root_path, *s_path_params, *s_malti_consumer,
-    *s_context, *s_malti_context, *s_get;
+    *s_context, *s_malti_context, *s_get, *s_time, *s_message;
 
 /* set by setup(): the Python side's tables, shared, never copied */
 static PyObject *known_methods;    /* dict: scope method -> recorded method */
@@ -43,6 +44,8 @@ static PyObject *consumer_headers; /* dict: header name (bytes) -> rank */
 static PyObject *anonymous;        /* "anonymous" */
 static PyObject *send_last;        /* async def (watch, send, message) */
 static PyObject *row_append;       /* deque.append */
+static PyObject *clock_namespace;  /* the globals of malti_sdk._middleware: its "time" */
+static PyObject *real_time;        /* time.time */
 
 static double
 monotonic_now(void)
@@ -97,11 +100,18 @@ static PyObject *
 watch_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Watch *self = (Watch *)op;
-    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
-        PyErr_SetString(PyExc_TypeError, "send() takes exactly one message");
+    Py_ssize_t positional = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t keywords = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (positional + keywords != 1 ||
+        (keywords && PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), s_message) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "send() takes exactly one argument, message");
         return NULL;
     }
-    PyObject *message = args[0];
+    PyObject *message = args[0]; /* positional or send(message=...) */
+    if (self->send == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "send() of a cleared Watch");
+        return NULL;
+    }
     PyObject *type = PyObject_GetItem(message, s_type);
     if (type == NULL)
         return NULL;
@@ -174,6 +184,18 @@ watch_get_status(Watch *self, void *closure)
     return self->status;
 }
 
+static PyObject *
+watch_mark_end(Watch *self, PyObject *unused)
+{
+    self->end = monotonic_now();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef watch_methods[] = {
+    {"mark_end", (PyCFunction)watch_mark_end, METH_NOARGS, "note now as the end of the response"},
+    {NULL},
+};
+
 static PyGetSetDef watch_getset[] = {
     {"status", (getter)watch_get_status, NULL, "the response status, 0 before http.response.start", NULL},
     {NULL},
@@ -199,6 +221,7 @@ static PyTypeObject WatchType = {
     .tp_doc = "The send of one request, noting its status and when the response was complete.",
     .tp_traverse = (traverseproc)watch_traverse,
     .tp_clear = (inquiry)watch_clear,
+    .tp_methods = watch_methods,
     .tp_members = watch_members,
     .tp_getset = watch_getset,
 };
@@ -270,24 +293,26 @@ state_has_request_data(PyObject *scope)
 }
 
 /* the row for a request the common case covers: 1 appended (or ignored), 0 not handled, -1 error.
- * Only the state check may call Python code (a mapping of the app's); it comes first, and
- * everything after it reads exact dicts, tuples, str and bytes, so borrowed references stay valid. */
+ *
+ * The checks come in the Python path's order (route, method, state, backlog, mount, clean
+ * mode), so both count the same when one of them fails. The state test may run the app's
+ * code, and on 3.11 any allocation of a GC-tracked object (the row) may run finalizers:
+ * everything kept across those is a strong reference, and the headers are read only after
+ * the row exists, with nothing between reading and storing the consumer that can call out. */
 static int
 record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
 {
-    if (!(watch->end > 0.0) || watch->status == NULL || !PyLong_CheckExact(watch->status))
+    double end = watch->end;
+    PyObject *status = watch->status;
+    if (!(end > 0.0) || status == NULL || !PyLong_CheckExact(status))
         return 0;
     int overflow = 0;
-    long status = PyLong_AsLongAndOverflow(watch->status, &overflow);
-    if (overflow || status < 100 || status > 599)
+    long code = PyLong_AsLongAndOverflow(status, &overflow);
+    if (overflow || code < 100 || code > 599)
         return 0;
     if (!PyDict_CheckExact(scope) || !PyTuple_CheckExact(snapshot) || PyTuple_GET_SIZE(snapshot) != 4)
         return 0;
-
-    int has_data = state_has_request_data(scope);
-    if (has_data != 0)
-        return has_data < 0 ? -1 : 0;
-
+    /* the snapshot tuple (held by the caller) keeps these alive */
     PyObject *rows = PyTuple_GET_ITEM(snapshot, 0);
     PyObject *limit = PyTuple_GET_ITEM(snapshot, 1);
     PyObject *clean_mode = PyTuple_GET_ITEM(snapshot, 2);
@@ -295,118 +320,147 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
     if (!PyDict_CheckExact(index) || !PyBool_Check(clean_mode) || !PyLong_CheckExact(limit))
         return 0;
 
-    /* below a Mount this middleware's own route index does not know: the Python path */
-    PyObject *root = watch->root;
-    if (root != Py_None) {
-        if (!PyUnicode_CheckExact(root))
-            return 0;
-        if (PyUnicode_GET_LENGTH(root)) {
-            PyObject *app_root = PyDict_GetItemWithError(scope, s_app_root_path);
-            if (app_root == NULL && PyErr_Occurred())
-                return -1;
-            if (app_root != NULL && (!PyUnicode_CheckExact(app_root) || PyUnicode_Compare(root, app_root) != 0))
-                return 0;
-        }
-    }
+    int result = 0;
+    PyObject *pattern = NULL, *method = NULL, *row = NULL, *created = NULL;
+    Py_INCREF(status);
 
     /* the matched route's full pattern, from the route index */
     PyObject *route = PyDict_GetItemWithError(scope, s_route);
     if (route == NULL)
-        return PyErr_Occurred() ? -1 : 0;
+        goto failed_or_not_handled;
     PyObject *key = PyLong_FromVoidPtr(route);
     if (key == NULL)
-        return -1;
+        goto error;
     PyObject *entry = PyDict_GetItemWithError(index, key);
     Py_DECREF(key);
     if (entry == NULL)
-        return PyErr_Occurred() ? -1 : 0;
-    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) < 2 || PyTuple_GET_ITEM(entry, 0) != route)
-        return 0;
-    PyObject *pattern = PyTuple_GET_ITEM(entry, 1);
-    if (!PyUnicode_CheckExact(pattern))
-        return 0;
+        goto failed_or_not_handled;
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) < 2 || PyTuple_GET_ITEM(entry, 0) != route ||
+        !PyUnicode_CheckExact(PyTuple_GET_ITEM(entry, 1)))
+        goto done;
+    pattern = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
 
     PyObject *scope_method = PyDict_GetItemWithError(scope, s_method);
     if (scope_method == NULL)
-        return PyErr_Occurred() ? -1 : 0;
+        goto failed_or_not_handled;
     if (!PyUnicode_CheckExact(scope_method))
-        return 0;
-    PyObject *method = PyDict_GetItemWithError(known_methods, scope_method);
+        goto done;
+    method = PyDict_GetItemWithError(known_methods, scope_method);
     if (method == NULL)
-        return PyErr_Occurred() ? -1 : 0;
+        goto failed_or_not_handled;
+    Py_INCREF(method);
+
+    int has_data = state_has_request_data(scope); /* may run the app's code */
+    if (has_data != 0) {
+        result = has_data < 0 ? -1 : 0;
+        goto done;
+    }
 
     Py_ssize_t backlog = PyLong_AsSsize_t(limit);
     if (backlog == -1 && PyErr_Occurred())
-        return -1;
+        goto error;
     Py_ssize_t buffered = PyObject_Size(rows);
     if (buffered < 0)
-        return -1;
+        goto error;
     if (buffered >= backlog)
-        return 0;
+        goto done;
 
-    if ((status == 404 || status == 401) && clean_mode == Py_True)
-        return 1; /* ignored, as clean mode asks */
+    /* below a Mount this middleware's own route index does not know: the Python path */
+    PyObject *root = watch->root;
+    if (root != Py_None) {
+        if (!PyUnicode_CheckExact(root))
+            goto done;
+        if (PyUnicode_GET_LENGTH(root)) {
+            PyObject *app_root = PyDict_GetItemWithError(scope, s_app_root_path);
+            if (app_root == NULL && PyErr_Occurred())
+                goto error;
+            if (app_root != NULL && (!PyUnicode_CheckExact(app_root) || PyUnicode_Compare(root, app_root) != 0))
+                goto done;
+        }
+    }
 
-    /* the consumer header of the best rank (the first of equal ones) */
+    if ((code == 404 || code == 401) && clean_mode == Py_True) {
+        result = 1; /* ignored, as clean mode asks */
+        goto done;
+    }
+
+    /* created_at: time.time(), unless a test (freezegun...) replaced _middleware.time */
+    PyObject *clock = PyDict_GetItemWithError(clock_namespace, s_time);
+    if (clock == NULL && PyErr_Occurred())
+        goto error;
+    if (clock == NULL || clock == real_time)
+        created = PyFloat_FromDouble(wall_now());
+    else
+        created = PyObject_CallNoArgs(clock);
+    if (created == NULL)
+        goto error;
+    row = PyTuple_New(7); /* may collect garbage: nothing borrowed is held across it */
+    if (row == NULL)
+        goto error;
+
+    /* the consumer header of the best rank (the first of equal ones): no calls out from here */
     PyObject *headers = PyDict_GetItemWithError(scope, s_headers);
     if (headers == NULL)
-        return PyErr_Occurred() ? -1 : 0;
+        goto failed_or_not_handled;
     if (!PyList_CheckExact(headers) && !PyTuple_CheckExact(headers))
-        return 0;
+        goto done;
     PyObject *consumer = anonymous;
     long rank = 4;
     Py_ssize_t count = PySequence_Fast_GET_SIZE(headers);
     PyObject **items = PySequence_Fast_ITEMS(headers);
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *header = items[i];
-        if (!PyTuple_CheckExact(header) || PyTuple_GET_SIZE(header) != 2)
-            return 0;
-        PyObject *name = PyTuple_GET_ITEM(header, 0);
-        if (!PyBytes_CheckExact(name))
-            return 0;
-        PyObject *found = PyDict_GetItemWithError(consumer_headers, name);
+        if (!PyTuple_CheckExact(header) || PyTuple_GET_SIZE(header) != 2 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(header, 0)))
+            goto done;
+        PyObject *found = PyDict_GetItemWithError(consumer_headers, PyTuple_GET_ITEM(header, 0));
         if (found == NULL) {
             if (PyErr_Occurred())
-                return -1;
+                goto error;
             continue;
         }
         long found_rank = PyLong_AsLong(found);
         if (found_rank == -1 && PyErr_Occurred())
-            return -1;
+            goto error;
         if (found_rank < rank) {
             PyObject *value = PyTuple_GET_ITEM(header, 1);
             if (!PyBytes_CheckExact(value))
-                return 0;
+                goto done;
             consumer = PyBytes_GET_SIZE(value) ? value : anonymous;
             rank = found_rank;
         }
     }
-
-    PyObject *row = PyTuple_New(7);
-    if (row == NULL)
-        return -1;
-    PyObject *elapsed = PyFloat_FromDouble((watch->end - watch->start) * 1000.0);
-    PyObject *created = PyFloat_FromDouble(wall_now());
-    if (elapsed == NULL || created == NULL) {
-        Py_XDECREF(elapsed);
-        Py_XDECREF(created);
-        Py_DECREF(row);
-        return -1;
-    }
-    PyTuple_SET_ITEM(row, 0, Py_NewRef(method));
-    PyTuple_SET_ITEM(row, 1, Py_NewRef(pattern));
-    PyTuple_SET_ITEM(row, 2, Py_NewRef(watch->status));
-    PyTuple_SET_ITEM(row, 3, elapsed);
     PyTuple_SET_ITEM(row, 4, Py_NewRef(consumer));
+    PyObject *elapsed = PyFloat_FromDouble((end - watch->start) * 1000.0);
+    if (elapsed == NULL)
+        goto error;
+    PyTuple_SET_ITEM(row, 0, method);
+    PyTuple_SET_ITEM(row, 1, pattern);
+    PyTuple_SET_ITEM(row, 2, status);
+    PyTuple_SET_ITEM(row, 3, elapsed);
     PyTuple_SET_ITEM(row, 5, Py_NewRef(Py_None));
     PyTuple_SET_ITEM(row, 6, created);
+    method = pattern = status = created = NULL; /* owned by the row now */
     PyObject *call_args[2] = {rows, row};
-    PyObject *done = PyObject_Vectorcall(row_append, call_args, 2, NULL);
-    Py_DECREF(row);
-    if (done == NULL)
-        return -1;
-    Py_DECREF(done);
-    return 1;
+    PyObject *appended = PyObject_Vectorcall(row_append, call_args, 2, NULL);
+    if (appended == NULL)
+        goto error;
+    Py_DECREF(appended);
+    result = 1;
+    goto done;
+
+failed_or_not_handled: /* a look-up found nothing: an error when one is set */
+    result = PyErr_Occurred() ? -1 : 0;
+    goto done;
+error:
+    result = -1;
+done:
+    Py_XDECREF(row);
+    Py_XDECREF(created);
+    Py_XDECREF(method);
+    Py_XDECREF(pattern);
+    Py_XDECREF(status);
+    return result;
 }
 
 static PyObject *
@@ -652,23 +706,19 @@ error:
 }
 
 static PyObject *
-speedups_now(PyObject *module, PyObject *unused)
-{
-    return PyFloat_FromDouble(monotonic_now());
-}
-
-static PyObject *
 speedups_setup(PyObject *module, PyObject *args)
 {
-    PyObject *methods, *headers, *anon, *last, *append;
-    if (!PyArg_ParseTuple(args, "O!O!UOO:setup", &PyDict_Type, &methods, &PyDict_Type, &headers, &anon, &last,
-                          &append))
+    PyObject *methods, *headers, *anon, *last, *append, *namespace, *time_function;
+    if (!PyArg_ParseTuple(args, "O!O!UOOO!O:setup", &PyDict_Type, &methods, &PyDict_Type, &headers, &anon, &last,
+                          &append, &PyDict_Type, &namespace, &time_function))
         return NULL;
     Py_XSETREF(known_methods, Py_NewRef(methods));
     Py_XSETREF(consumer_headers, Py_NewRef(headers));
     Py_XSETREF(anonymous, Py_NewRef(anon));
     Py_XSETREF(send_last, Py_NewRef(last));
     Py_XSETREF(row_append, Py_NewRef(append));
+    Py_XSETREF(clock_namespace, Py_NewRef(namespace));
+    Py_XSETREF(real_time, Py_NewRef(time_function));
     Py_RETURN_NONE;
 }
 
@@ -679,9 +729,8 @@ static PyMethodDef speedups_methods[] = {
      "record(watch, scope, snapshot) -> True when the common case recorded (or ignored) the request"},
     {"encode", (PyCFunction)(void (*)(void))speedups_encode, METH_FASTCALL,
      "encode(rows, prefixes, make_prefix, make_stamp) -> the rows' JSON objects, comma-joined, or None"},
-    {"now", speedups_now, METH_NOARGS, "the clock of Watch.start and Watch.end, in seconds"},
     {"setup", speedups_setup, METH_VARARGS,
-     "setup(known_methods, consumer_headers, anonymous, send_last, deque_append)"},
+     "setup(known_methods, consumer_headers, anonymous, send_last, deque_append, namespace, time_time)"},
     {NULL},
 };
 
@@ -715,6 +764,8 @@ PyInit__speedups(void)
         {&s_context, "context"},
         {&s_malti_context, "malti_context"},
         {&s_get, "get"},
+        {&s_time, "time"},
+        {&s_message, "message"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].target == NULL) {

@@ -75,6 +75,19 @@ def encoder_path(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["compiled", "python"])
+def encoder_path(request, monkeypatch):
+    """Runs a test on both batch encoders: the compiled one and the pure-Python one."""
+    from malti_sdk import _records
+
+    if request.param == "compiled":
+        if _records._encode is None:
+            pytest.skip("malti_sdk._speedups is not built here (no C compiler, or MALTI_SPEEDUPS=0)")
+    else:
+        monkeypatch.setattr(_records, "_encode", None)
+    return request.param
+
+
 @pytest.fixture
 def break_clock(monkeypatch, request_path):
     """Makes recording fail on either path (a bug, or input nothing anticipated)."""

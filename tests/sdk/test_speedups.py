@@ -263,3 +263,162 @@ def test_compiled_encoder_leaves_odd_rows_to_python():
     assert _records._encode(iter([good]), {}, encoder._prefix, encoder._stamp) is None
     with pytest.raises(ValueError):  # int(nan), as in Python
         encoder.encode_rows([("GET", "/a", 200, 1.5, "anonymous", None, float("nan"))], "s", None)
+
+
+class _Raw:
+    """A raw ASGI endpoint for Route (a plain function would be a request/response one)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        await self.app(scope, receive, send)
+
+
+def _finished_watch(speedups, scope, status=200):
+    async def send(message):
+        return None
+
+    watch = speedups.watch(send, scope)
+    watch({"type": "http.response.start", "status": status}).close()
+    watch({"type": "http.response.body", "body": b""}).close()
+    return watch
+
+
+def test_a_collection_during_record_cannot_free_what_the_row_takes():
+    """On 3.11 allocating the row may run finalizers; one that empties the headers must not
+    leave the row holding a freed consumer (it reads the headers after the allocation)."""
+    import gc
+    from collections import deque
+
+    speedups = _middleware._speedups
+    if speedups is None:
+        pytest.skip("malti_sdk._speedups is not built here")
+    route = object()
+    rows: deque = deque()
+    snapshot = (rows, 10**6, False, {id(route): (route, "/r")})
+    width = len(b"x" * 40)  # not a constant: the header value is freed with the header list
+    headers = [(b"x-user-id", b"consumer-" + b"x" * width)]
+    scope = {"type": "http", "method": "GET", "route": route, "headers": headers, "root_path": ""}
+    watch = _finished_watch(speedups, scope)
+    kept = []
+
+    class Trap:
+        def __del__(self):
+            scope["headers"].clear()
+            size = len(b"consumer-")  # not a constant: fresh objects that reuse the freed memory
+            kept.append([b"Z" * size + b"y" * 40 for _ in range(50)])
+
+    gc.collect()
+    drain = [tuple([i] * 7) for i in range(5000)]  # no free 7-tuples: the row is a fresh allocation
+    threshold = gc.get_threshold()
+    gc.disable()
+    trap = Trap()
+    trap.cycle = trap
+    del trap
+    gc.set_threshold(1)
+    gc.enable()
+    try:
+        assert speedups.record(watch, scope, snapshot) is True
+    finally:
+        gc.set_threshold(*threshold)
+    assert kept, "the finalizer did not run during record(): the test proves nothing"
+    assert rows[-1][4] in ("anonymous", b"consumer-" + b"x" * width)
+    del drain
+
+
+def test_app_code_run_by_the_state_test_cannot_change_the_checked_status():
+    from collections import deque
+
+    speedups = _middleware._speedups
+    if speedups is None:
+        pytest.skip("malti_sdk._speedups is not built here")
+    route = object()
+    rows: deque = deque()
+    snapshot = (rows, 100, False, {id(route): (route, "/r")})
+    holder = {}
+
+    class State:
+        def __bool__(self):
+            return True
+
+        def __contains__(self, key):
+            holder["watch"]({"type": "http.response.start", "status": "not-a-status"}).close()
+            holder["watch"]({"type": "http.response.body", "body": b"", "more_body": True}).close()
+            return False
+
+    scope = {"type": "http", "method": "GET", "route": route, "headers": [], "root_path": "", "state": State()}
+    watch = holder["watch"] = _finished_watch(speedups, scope)
+    assert speedups.record(watch, scope, snapshot) is True
+    assert rows[-1][2] == 200 and rows[-1][3] >= 0
+
+
+@pytest.mark.usefixtures("request_path")
+async def test_send_by_keyword_and_a_frozen_clock(monkeypatch):
+    """``send(message=...)`` works as with the server's own send, and a replaced
+    ``_middleware.time`` (freezegun, a test's clock) dates the records on both paths."""
+    system = TelemetrySystem(TelemetryConfig(api_key="k", malti_url="http://127.0.0.1:9", batch_interval=3600,
+                                             shutdown_timeout=0))
+
+    async def app(scope, receive, send):
+        await send(message={"type": "http.response.start", "status": 201, "headers": []})
+        await send(message={"type": "http.response.body", "body": b"ok"})
+
+    starlette = Starlette(routes=[Route("/k", _Raw(app))])
+    starlette.add_middleware(MaltiMiddleware, telemetry_system=system)
+    monkeypatch.setattr("malti_sdk._middleware.time", lambda: 1_600_000_000.5)
+    try:
+        for _ in range(3):  # the first takes the slow path, the others the common case
+            scope = {"type": "http", "method": "GET", "path": "/k", "root_path": "", "query_string": b"",
+                     "headers": [], "http_version": "1.1", "scheme": "http", "server": ("t", 80)}
+
+            async def receive():
+                return {"type": "http.request", "body": b""}
+
+            sent = []
+
+            async def send(message):
+                sent.append(message)
+
+            await starlette(scope, receive, send)
+            assert sent[0]["status"] == 201
+        rows = list(system.batch_sender.buffer.rows)
+        assert [(r[1], r[2], r[6]) for r in rows] == [("/k", 201, 1_600_000_000.5)] * 3
+    finally:
+        await system.stop()
+
+
+@pytest.mark.usefixtures("request_path")
+@pytest.mark.parametrize("status", [None, "200", 200.0])
+async def test_an_odd_status_never_reaches_the_app(status):
+    system = TelemetrySystem(TelemetryConfig(api_key="k", malti_url="http://127.0.0.1:9", batch_interval=3600,
+                                             shutdown_timeout=0))
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    starlette = Starlette(routes=[Route("/odd", _Raw(app)), Route("/ok", lambda r: PlainTextResponse("ok"))])
+    starlette.add_middleware(MaltiMiddleware, telemetry_system=system)
+    try:
+        for path in ("/ok", "/ok", "/odd", "/odd"):  # the snapshot exists before the odd ones
+            scope = {"type": "http", "method": "GET", "path": path, "root_path": "", "query_string": b"",
+                     "headers": [], "http_version": "1.1", "scheme": "http", "server": ("t", 80)}
+
+            async def receive():
+                return {"type": "http.request", "body": b""}
+
+            async def send(message):
+                return None
+
+            await starlette(scope, receive, send)
+        stats = system.get_stats()
+        assert stats["total_added"] == 4
+        recorded = [r[2] for r in system.batch_sender.buffer.rows]
+        assert recorded[:2] == [200, 200]
+        # None: no response started, a 500 (as for any app that sends none); "200": counted, not
+        # sent (the server would refuse the batch); 200.0: a number, sent as 200
+        expected = {None: ([500, 500], {}), "200": ([], {"error": 2}), 200.0: ([200.0, 200.0], {})}[status]
+        assert (recorded[2:], stats["dropped"]) == expected
+    finally:
+        await system.stop()
