@@ -13,6 +13,11 @@ snapshot tuple kept on the middleware instead of walking system, sender, config 
 buffer. The sender forgets the snapshot whenever configuration, capacity or its running
 state changes, and :meth:`MaltiMiddleware._record` handles everything else and takes a
 new one.
+
+With ``malti_sdk._speedups`` built (a C compiler at install), the send wrapper and the
+common case run in C, with the same checks in the same order; everything else still
+comes here. The pure-Python path below stays the reference (and the fallback), and the
+tests run on both.
 """
 
 from __future__ import annotations
@@ -109,9 +114,34 @@ class MaltiMiddleware:
                 await self.app(scope, receive, send)
             return
 
-        if _watch is not None:
-            await self._call_compiled(scope, receive, send)
+        if _watch is not None:  # the compiled request path: the same steps, the common case in C
+            watch = _watch(send, scope)  # also notes the start, root_path and path_params
+            record = _record_fast  # once: a switch of paths mid-request must not break this one
+            try:
+                await self.app(scope, receive, watch)
+            except Exception:
+                status = watch.status
+                if watch.end <= 0 or not status:  # the response was not complete
+                    watch.mark_end()
+                    status = 500
+                self._record(scope, status, watch.start, watch.end, watch.root, watch.params)
+                raise
+            snapshot = self._snapshot
+            if snapshot is not None:
+                try:
+                    if record(watch, scope, snapshot):
+                        return
+                except Exception:  # telemetry must never break the app
+                    self._failed()
+                    return
+            status = watch.status
+            if watch.end <= 0 or not status:  # the app returned without completing a response
+                watch.mark_end()
+                status = 500
+            self._record(scope, status, watch.start, watch.end, watch.root, watch.params)
             return
+
+        # The pure-Python request path (no compiled module): the reference for the C one.
         start = perf_counter()
         status = 0
         end = 0.0
@@ -188,34 +218,6 @@ class MaltiMiddleware:
         if end <= 0 or not status:  # the app returned without completing a response
             status, end = 500, perf_counter()
         self._record(scope, status, start, end, root, params)
-
-    async def _call_compiled(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``__call__`` for HTTP with the compiled request path: the same steps as the
-        Python one, with the send wrapper and the common case in C (see _speedups.c)."""
-        watch = _watch(send, scope)  # also notes the start, root_path and path_params
-        record = _record_fast  # once: a switch of paths mid-request must not break this one
-        try:
-            await self.app(scope, receive, watch)
-        except Exception:
-            status = watch.status
-            if watch.end <= 0 or not status:  # the response was not complete
-                watch.mark_end()
-                status = 500
-            self._record(scope, status, watch.start, watch.end, watch.root, watch.params)
-            raise
-        snapshot = self._snapshot
-        if snapshot is not None:
-            try:
-                if record(watch, scope, snapshot):
-                    return
-            except Exception:  # telemetry must never break the app
-                self._failed()
-                return
-        status = watch.status
-        if watch.end <= 0 or not status:  # the app returned without completing a response
-            watch.mark_end()
-            status = 500
-        self._record(scope, status, watch.start, watch.end, watch.root, watch.params)
 
     def _forget_snapshot(self) -> None:
         self._snapshot = None

@@ -73,31 +73,3 @@ def encoder_path(request, monkeypatch):
     else:
         monkeypatch.setattr(_records, "_encode", None)
     return request.param
-
-
-@pytest.fixture(params=["compiled", "python"])
-def encoder_path(request, monkeypatch):
-    """Runs a test on both batch encoders: the compiled one and the pure-Python one."""
-    from malti_sdk import _records
-
-    if request.param == "compiled":
-        if _records._encode is None:
-            pytest.skip("malti_sdk._speedups is not built here (no C compiler, or MALTI_SPEEDUPS=0)")
-    else:
-        monkeypatch.setattr(_records, "_encode", None)
-    return request.param
-
-
-@pytest.fixture
-def break_clock(monkeypatch, request_path):
-    """Makes recording fail on either path (a bug, or input nothing anticipated)."""
-
-    def broken(*args):
-        return 1 / 0
-
-    def apply():
-        monkeypatch.setattr("malti_sdk._middleware.time", broken)
-        if request_path == "compiled":
-            monkeypatch.setattr("malti_sdk._middleware._record_fast", broken)
-
-    return apply
