@@ -390,8 +390,11 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
         goto error;
     if (clock == NULL || clock == real_time)
         created = PyFloat_FromDouble(wall_now());
-    else
+    else {
+        Py_INCREF(clock); /* a caller owns what it calls */
         created = PyObject_CallNoArgs(clock);
+        Py_DECREF(clock);
+    }
     if (created == NULL)
         goto error;
     row = PyTuple_New(7); /* may collect garbage: nothing borrowed is held across it */
@@ -419,6 +422,8 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
                 goto error;
             continue;
         }
+        if (!PyLong_CheckExact(found)) /* ranks are ints: nothing to convert that could call out */
+            goto done;
         long found_rank = PyLong_AsLong(found);
         if (found_rank == -1 && PyErr_Occurred())
             goto error;
@@ -442,7 +447,9 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
     PyTuple_SET_ITEM(row, 6, created);
     method = pattern = status = created = NULL; /* owned by the row now */
     PyObject *call_args[2] = {rows, row};
-    PyObject *appended = PyObject_Vectorcall(row_append, call_args, 2, NULL);
+    PyObject *append = Py_NewRef(row_append);
+    PyObject *appended = PyObject_Vectorcall(append, call_args, 2, NULL);
+    Py_DECREF(append);
     if (appended == NULL)
         goto error;
     Py_DECREF(appended);
@@ -593,30 +600,25 @@ ascii_text(PyObject *value)
 static PyObject *
 speedups_encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4 || !PyDict_Check(args[1])) {
+    if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "encode(rows, prefixes, make_prefix, make_stamp)");
         return NULL;
     }
     PyObject *rows = args[0], *prefixes = args[1], *make_prefix = args[2], *make_stamp = args[3];
-    if (!PyList_CheckExact(rows) && !PyTuple_CheckExact(rows))
+    if (!PyDict_CheckExact(prefixes) || (!PyList_CheckExact(rows) && !PyTuple_CheckExact(rows)))
         Py_RETURN_NONE;
-    rows = PySequence_Fast(rows, "rows"); /* a new reference: the list may change under a callback */
+    /* a tuple of the rows as they are now: the callbacks may run any Python code, and nothing
+     * they do to a list (or find through gc) can free a row this loop still reads */
+    rows = PyList_CheckExact(rows) ? PyList_AsTuple(rows) : Py_NewRef(rows);
     if (rows == NULL)
         return NULL;
     Text text = {NULL, 0, 0};
     PyObject *stamp = NULL;
     long long last_second = 0;
     int fallback = 0;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(rows);
-    if (PyList_CheckExact(rows)) { /* encode a snapshot of the list */
-        PyObject *copy = PyList_GetSlice(rows, 0, count);
-        Py_DECREF(rows);
-        if (copy == NULL)
-            return NULL;
-        rows = copy;
-    }
+    Py_ssize_t count = PyTuple_GET_SIZE(rows);
     for (Py_ssize_t i = 0; i < count && !fallback; i++) {
-        PyObject *row = PySequence_Fast_GET_ITEM(rows, i);
+        PyObject *row = PyTuple_GET_ITEM(rows, i);
         if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) != 7 || !PyFloat_CheckExact(PyTuple_GET_ITEM(row, 3)) ||
             !PyFloat_CheckExact(PyTuple_GET_ITEM(row, 6))) {
             fallback = 1;
