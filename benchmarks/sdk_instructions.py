@@ -63,6 +63,7 @@ STAGES = [
     ("ours", "ours, no gzip", "  of which gzip"),
     ("ours", "bare", "ours in all"),
     ("ours, telemetry off", "bare", "(ours with telemetry off: every request asks the settings)"),
+    ("ours, pure Python", "bare", "(ours in pure Python: MALTI_SPEEDUPS=0, or no C compiler)"),
 ]
 
 #: the lean client of sdk_overhead, stopping after a number of answers instead of a time
