@@ -23,24 +23,20 @@ tests run on both.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from time import perf_counter, time
 from typing import Any, Awaitable, Callable, MutableMapping
 
 from ._consumer import _CONSUMER_HEADERS, ANONYMOUS, consumer_from_scope, context_from_scope
+from . import _records
 from ._records import KNOWN_METHODS, normalize_method
 from ._routes import UNMATCHED, RouteResolver
 from ._sender import BatchSender
 from . import _telemetry
 from ._telemetry import TelemetrySystem, get_telemetry_system
 
-try:  # the compiled request path (malti_sdk/_speedups.c), unless built without or switched off
-    if os.environ.get("MALTI_SPEEDUPS", "1").strip().lower() in ("0", "false", "no", "off"):
-        raise ImportError("MALTI_SPEEDUPS=0")
-    from . import _speedups
-except ImportError:
-    _speedups = None
+# the compiled request path (malti_sdk/_speedups.c), or None: see _records._load_speedups
+_speedups = _records.speedups
 
 __all__ = ["MaltiMiddleware"]
 
@@ -468,7 +464,12 @@ def _use_speedups(module: Any) -> None:
 
     # created_at comes from time.time() in C, unless this module's ``time`` was replaced
     # (a test's frozen clock): then the replacement is called, as the Python path does.
-    module.setup(KNOWN_METHODS, _CONSUMER_HEADERS, ANONYMOUS, _send_last, deque.append, globals(), _wall_clock)
+    try:
+        module.setup(KNOWN_METHODS, _CONSUMER_HEADERS, ANONYMOUS, _send_last, deque.append, globals(), _wall_clock)
+    except Exception:  # never let the accelerator stop the app from importing
+        logger.warning("Malti: malti_sdk._speedups could not be set up; using the pure-Python path", exc_info=True)
+        _watch = _record_fast = None
+        return
     _watch, _record_fast = module.watch, module.record
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import time
@@ -224,12 +225,36 @@ class RecordEncoder:
         return b"".join(pieces), compressor is not None
 
 
-try:  # the compiled encoder (malti_sdk/_speedups.c), unless built without or switched off
-    if os.environ.get("MALTI_SPEEDUPS", "1").strip().lower() in ("0", "false", "no", "off"):
-        raise ImportError("MALTI_SPEEDUPS=0")
-    from ._speedups import encode as _encode
-except ImportError:
-    _encode = None
+#: the interface of malti_sdk/_speedups.c this code expects (its VERSION)
+SPEEDUPS_VERSION = 2
+
+
+def _load_speedups() -> Any:
+    """The compiled module (malti_sdk/_speedups.c), or None: not built (no C compiler),
+    switched off (``MALTI_SPEEDUPS`` read as a switch, like every ``MALTI_*`` one), or built
+    from another version of the source (an in-place build not redone after an update)."""
+    setting = os.environ.get("MALTI_SPEEDUPS")
+    if setting is not None:
+        from ._config import _parse_bool
+
+        if not _parse_bool(setting):
+            return None
+    try:
+        from . import _speedups
+    except ImportError:
+        return None
+    if getattr(_speedups, "VERSION", None) != SPEEDUPS_VERSION:
+        logging.getLogger("malti_sdk").warning(
+            "Malti: malti_sdk._speedups was built from another version of the source; using the"
+            " pure-Python path (rebuild: pip install -e . or python setup.py build_ext --inplace)"
+        )
+        return None
+    return _speedups
+
+
+#: the compiled module when used (the middleware takes its request path from here too)
+speedups = _load_speedups()
+_encode = speedups.encode if speedups is not None else None
 
 
 def _gzip_once(body: bytes) -> bytes:

@@ -781,7 +781,10 @@ PyInit__speedups(void)
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(module, "Watch", (PyObject *)&WatchType) < 0) {
+    /* the interface version malti_sdk/_records.py checks (SPEEDUPS_VERSION): raise it with
+     * any change to the functions' arguments or results */
+    if (PyModule_AddIntConstant(module, "VERSION", 2) < 0 ||
+        PyModule_AddObjectRef(module, "Watch", (PyObject *)&WatchType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -18,16 +18,32 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from malti_sdk import MaltiMiddleware, TelemetryConfig, TelemetrySystem
-from malti_sdk import _middleware
+from malti_sdk import _middleware, _records
 
 
 def test_the_extension_is_built_where_a_compiler_is():
     if os.name != "posix" or not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler: the SDK runs its pure-Python request path")
-    if os.environ.get("MALTI_SPEEDUPS", "1") == "0":
-        pytest.skip("MALTI_SPEEDUPS=0")
+    if os.environ.get("MALTI_SPEEDUPS") is not None:
+        pytest.skip("MALTI_SPEEDUPS is set")
     assert _middleware._speedups is not None, "pip install -e . should have built malti_sdk._speedups"
     assert _middleware._watch is not None
+    assert _records._encode is not None
+
+
+def test_the_switch_and_a_stale_build_fall_back_to_python(monkeypatch, caplog):
+    if _middleware._speedups is None:
+        pytest.skip("malti_sdk._speedups is not built here")
+    for off in ("0", "false", "OFF", "nonsense"):  # read like every MALTI_* switch
+        monkeypatch.setenv("MALTI_SPEEDUPS", off)
+        assert _records._load_speedups() is None
+    monkeypatch.setenv("MALTI_SPEEDUPS", "yes")
+    assert _records._load_speedups() is _middleware._speedups
+    monkeypatch.delenv("MALTI_SPEEDUPS")
+    # built from another version of the C source: not used, and said so
+    monkeypatch.setattr(_records, "SPEEDUPS_VERSION", _records.SPEEDUPS_VERSION + 1)
+    assert _records._load_speedups() is None
+    assert "another version" in caplog.text
 
 
 def _app(system: TelemetrySystem) -> Starlette:
