@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -28,5 +29,6 @@ def test_wheel_holds_every_package_and_the_migrations(tmp_path):
     assert any(n.endswith("malti_notebook/examples/analysis.ipynb") for n in names)
     assert any(n.endswith("malti_tui/app.tcss") for n in names)
     # the compiled request path of the SDK, wherever a C compiler is (else the pure-Python one runs)
-    if os.name == "posix" and (shutil.which("cc") or shutil.which("gcc")):
+    headers = Path(sysconfig.get_paths()["include"], "Python.h")
+    if os.name == "posix" and (shutil.which("cc") or shutil.which("gcc")) and headers.exists():
         assert any(n.startswith("malti_sdk/_speedups") and n.endswith(".so") for n in names)
