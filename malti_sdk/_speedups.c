@@ -1,7 +1,7 @@
 /* Compiled request path of MaltiMiddleware (optional: malti_sdk/_middleware.py has the
  * same logic in Python, used when this module is not built or MALTI_SPEEDUPS=0).
  *
- * Two pieces, both called with the GIL held, neither doing I/O:
+ * Three functions, all called with the GIL held, none doing I/O:
  *
  *   watch(send, scope) -> Watch
  *       The ``send`` handed to the app. Calling it with a message notes the status and
