@@ -637,7 +637,8 @@ def part_uvicorn(
                 "BENCH_APP": app,
             }
             if variants is None:
-                variants = ["bare", *REFERENCE_VARIANTS, "ours"]
+                # ours-python: ours with the pure-Python request path and encoder (MALTI_SPEEDUPS=0)
+                variants = ["bare", *REFERENCE_VARIANTS, "ours", "ours-python"]
                 try:
                     import malti_telemetry  # noqa: F401
 
@@ -665,11 +666,14 @@ def part_uvicorn(
                 for variant in variants if round_no % 2 == 0 else variants[::-1]:
                     port = free_port()
                     count_before = stub_count(stub_port)
+                    env = {**env_common, "BENCH_VARIANT": variant}
+                    if variant == "ours-python":
+                        env.update(BENCH_VARIANT="ours", MALTI_SPEEDUPS="0")
                     proc = start_uvicorn(
                         workdir,
                         "bench_app",
                         port,
-                        {**env_common, "BENCH_VARIANT": variant},
+                        env,
                         app_cpus,
                         log,
                         extra,
@@ -708,7 +712,7 @@ def part_uvicorn(
                     "  (pass-through: an empty pure-ASGI middleware; observer: one that only wraps send to see"
                     " the status and the end of the response; neither records anything)"
                 )
-            for variant in ("ours", "original"):
+            for variant in ("ours", "ours-python", "original"):
                 if variant not in variants:
                     continue
                 check = "ok" if delivered[variant] == sent[variant] else "MISMATCH"
