@@ -526,6 +526,22 @@ put_digits(char *out, unsigned long long value)
     return out;
 }
 
+static int
+put_literal(Text *text, const char *literal, size_t length)
+{
+    if (text_reserve(text, length) < 0)
+        return -1;
+    memcpy(text->data + text->length, literal, length);
+    text->length += length;
+    return 0;
+}
+
+static int
+put_ascii(Text *text, PyObject *ascii)
+{
+    return put_literal(text, (const char *)PyUnicode_1BYTE_DATA(ascii), (size_t)PyUnicode_GET_LENGTH(ascii));
+}
+
 /* '%.3f' % value, as Python formats it. Milliseconds below 1e9 whose thousandths are not
  * within 0.001 of a tie are rounded here (the product's error is below 0.0002, so the
  * nearest integer is the exact one); anything else goes through Python's own formatter. */
@@ -552,36 +568,9 @@ put_milliseconds(Text *text, double value)
     char *formatted = PyOS_double_to_string(value, 'f', 3, 0, NULL);
     if (formatted == NULL)
         return -1;
-    size_t length = strlen(formatted);
-    if (text_reserve(text, length) < 0) {
-        PyMem_Free(formatted);
-        return -1;
-    }
-    memcpy(text->data + text->length, formatted, length);
-    text->length += length;
+    int result = put_literal(text, formatted, strlen(formatted));
     PyMem_Free(formatted);
-    return 0;
-}
-
-static int
-put_ascii(Text *text, PyObject *ascii)
-{
-    size_t length = (size_t)PyUnicode_GET_LENGTH(ascii);
-    if (text_reserve(text, length) < 0)
-        return -1;
-    memcpy(text->data + text->length, PyUnicode_1BYTE_DATA(ascii), length);
-    text->length += length;
-    return 0;
-}
-
-static int
-put_literal(Text *text, const char *literal, size_t length)
-{
-    if (text_reserve(text, length) < 0)
-        return -1;
-    memcpy(text->data + text->length, literal, length);
-    text->length += length;
-    return 0;
+    return result;
 }
 
 /* a callback's answer: an ASCII str (a new reference), else NULL (error set, or none: fall back) */
