@@ -128,16 +128,22 @@ class RecordEncoder:
         self._head_key: tuple = ()
         self._head = ""
 
-    def encode_rows(self, rows: Iterable[Row], service: str, node: str | None) -> str:
-        """Comma-joined JSON objects for ``rows`` (no surrounding brackets)."""
+    def _use_head(self, service: str, node: str | None) -> None:
         if self._head_key != (service, node):
             self._head_key = (service, node)
             self._head = '{"service":%s,"node":%s,"method":' % (_json_text(service), _json_text(node))
             self._prefixes.clear()
+
+    def encode_rows(self, rows: Iterable[Row], service: str, node: str | None) -> str:
+        """Comma-joined JSON objects for ``rows`` (no surrounding brackets)."""
+        self._use_head(service, node)
         if _encode is not None:  # the compiled encoder: the same text (None: rows it leaves to us)
             text = _encode(rows, self._prefixes, self._prefix, self._stamp)
             if text is not None:
                 return text
+        return self._encode_rows_python(rows)
+
+    def _encode_rows_python(self, rows: Iterable[Row]) -> str:
         prefixes = self._prefixes
         # Four values per record, formatted by one call for the whole chunk: in a hot
         # loop 27 % faster than one call per record, for the same bytes.
@@ -205,6 +211,8 @@ class RecordEncoder:
             if gzip and len(body) >= GZIP_MIN_BYTES:
                 return _gzip_once(body), True
             return body, False
+        if gzip and _GzipWriter is not None:
+            return await self._gzip_compiled(rows, service, node), True
         compressor = zlib.compressobj(1, zlib.DEFLATED, 31) if gzip else None
         pieces: list[bytes] = []
         opening = b'{"requests":['
@@ -224,9 +232,25 @@ class RecordEncoder:
             pieces.append(closing)
         return b"".join(pieces), compressor is not None
 
+    async def _gzip_compiled(self, rows: Sequence[Row], service: str, node: str | None) -> bytes:
+        """The same body as zlib's, through the compiled GzipWriter (see _speedups.c): the
+        encoder's known repeats (a record's prefix, its created_at second) become gzip
+        back-references, for about a tenth of zlib's CPU and twice its bytes."""
+        writer = _GzipWriter()
+        writer.write(b'{"requests":[')
+        for start in range(0, len(rows), CHUNK):
+            chunk = rows[start : start + CHUNK]
+            self._use_head(service, node)  # again after each yield: another batch may have changed it
+            if not writer.write_rows(chunk, self._prefixes, self._prefix, self._stamp, start > 0):
+                text = self._encode_rows_python(chunk)  # rows the compiled encoder leaves to us
+                writer.write(("," + text if start else text).encode())
+            await asyncio.sleep(0)
+        writer.write(b"]}")
+        return writer.finish()
+
 
 #: the interface of malti_sdk/_speedups.c this code expects (its VERSION)
-SPEEDUPS_VERSION = 2
+SPEEDUPS_VERSION = 3
 
 
 def _load_speedups() -> Any:
@@ -255,6 +279,7 @@ def _load_speedups() -> Any:
 #: the compiled module when used (the middleware takes its request path from here too)
 speedups = _load_speedups()
 _encode = speedups.encode if speedups is not None else None
+_GzipWriter = speedups.GzipWriter if speedups is not None else None
 
 
 def _gzip_once(body: bytes) -> bytes:

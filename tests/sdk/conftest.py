@@ -64,7 +64,8 @@ def request_path(request, monkeypatch):
 
 @pytest.fixture(params=["compiled", "python"])
 def encoder_path(request, monkeypatch):
-    """Runs a test on both batch encoders: the compiled one and the pure-Python one."""
+    """Runs a test on both batch encoders: the compiled one (with its gzip writer) and the
+    pure-Python one (with zlib)."""
     from malti_sdk import _records
 
     if request.param == "compiled":
@@ -72,4 +73,5 @@ def encoder_path(request, monkeypatch):
             pytest.skip("malti_sdk._speedups is not built here (no C compiler, or MALTI_SPEEDUPS=0)")
     else:
         monkeypatch.setattr(_records, "_encode", None)
+        monkeypatch.setattr(_records, "_GzipWriter", None)
     return request.param

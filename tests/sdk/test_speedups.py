@@ -284,6 +284,112 @@ def test_compiled_encoder_leaves_odd_rows_to_python():
         encoder.encode_rows([("GET", "/a", 200, 1.5, "anonymous", None, float("nan"))], "s", None)
 
 
+def _varied_rows(seed: int, count: int) -> list[tuple]:
+    """Rows of 150 keys, each seen again and again at every distance: more than the memo's
+    and the writer's slots, prefixes of every length from about 130 to 530 bytes (gzip
+    back-references of every length, longer than one too), consumers equal in value but
+    not the same object, seconds that change and go back; and the adversarial rows above."""
+    rng = random.Random(seed)
+    endpoints = [f"/e{i}/{{x}}" for i in range(40)] + ["/" + "l" * k for k in range(400)]
+    consumers = ["anonymous", b"web", b"wob", "w\u00e9b", b"", b"\x00", b"\x00\x00"]
+    keys = [
+        (rng.choice(["GET", "POST"]), rng.choice(endpoints), rng.choice([200, 201, 404]), rng.choice(consumers),
+         rng.choice([None, "ctx", "c" * 300]))
+        for _ in range(150)
+    ]
+    adversarial = _adversarial_rows(seed, count)
+    rows = []
+    clock = 1_764_900_000.0
+    for i in range(count):
+        if rng.random() < 0.1:
+            rows.append(adversarial[i])
+            continue
+        clock += rng.choice([0.0001, 0.001, 0.3, 1.2, -2.0])
+        method, endpoint, status, consumer, context = rng.choice(keys)
+        if isinstance(consumer, bytes):
+            consumer = bytes(bytearray(consumer))  # as a header's value: a new object each time
+        rows.append((method, endpoint, status, rng.random() * 10 ** rng.randint(-3, 4), consumer, context, clock))
+    return rows
+
+
+def _python_body(rows, monkeypatch) -> bytes:
+    with monkeypatch.context() as patch:
+        patch.setattr(_records, "_encode", None)
+        return _records.RecordEncoder().encode_body(rows, "svc", "node")
+
+
+def _inflate(body: bytes) -> bytes:
+    """The text of a gzip member, strictly: one complete member, nothing after it."""
+    import zlib
+
+    inflater = zlib.decompressobj(31)
+    text = inflater.decompress(body)
+    assert inflater.eof and not inflater.unused_data
+    return text
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("count", [101, 2_000, 7_000])
+def test_gzip_writer_bodies_inflate_to_the_python_text(seed, count, monkeypatch):
+    if _records._GzipWriter is None:
+        pytest.skip("malti_sdk._speedups is not built here")
+    rows = _varied_rows(seed, count)
+    encoder = _records.RecordEncoder()
+    body, gzipped = asyncio.run(encoder.encode_body_async(rows, "svc", "node", True))
+    assert gzipped
+    assert _inflate(body) == _python_body(rows, monkeypatch)
+    # prefixes dropped and made again mid-batch: the writer's remembered places are hints only
+    monkeypatch.setattr(encoder, "_PREFIX_LIMIT", 7)
+    body, _ = asyncio.run(encoder.encode_body_async(rows, "svc", "node", True))
+    assert _inflate(body) == _python_body(rows, monkeypatch)
+
+
+def test_gzip_writer_output_is_read_by_gzip_1(tmp_path, monkeypatch):
+    import subprocess
+
+    if _records._GzipWriter is None or shutil.which("gzip") is None:
+        pytest.skip("needs malti_sdk._speedups and gzip(1)")
+    rows = _varied_rows(11, 5_000)
+    body, _ = asyncio.run(_records.RecordEncoder().encode_body_async(rows, "svc", "node", True))
+    Path(tmp_path, "body.gz").write_bytes(body)
+    # another inflater than zlib's, which also checks the CRC-32 and the length
+    text = subprocess.run(["gzip", "-dc", str(tmp_path / "body.gz")], check=True, capture_output=True).stdout
+    assert text == _python_body(rows, monkeypatch)
+
+
+def test_gzip_writer_compresses_repeats_and_keeps_odd_chunks_out():
+    if _records._GzipWriter is None:
+        pytest.skip("malti_sdk._speedups is not built here")
+    encoder = _records.RecordEncoder()
+    encoder._use_head("svc", None)
+    rows = [("GET", "/users/{id}", 200, i / 7, b"bench", None, 1_764_900_000 + i / 1000) for i in range(1000)]
+    writer = _records._GzipWriter()
+    writer.write(b"[")
+    assert writer.write_rows(rows[:500], encoder._prefixes, encoder._prefix, encoder._stamp, False) is True
+    # a chunk with an odd row (an int response time) is refused whole, nothing of it written
+    size = writer.size
+    odd = ("GET", "/a", 200, 2, "anonymous", None, 1_764_900_000.25)
+    assert writer.write_rows([rows[0], odd], encoder._prefixes, encoder._prefix, encoder._stamp, True) is False
+    assert writer.size == size
+    assert writer.write_rows(iter(rows), encoder._prefixes, encoder._prefix, encoder._stamp, True) is False
+    with pytest.raises(ZeroDivisionError):  # a failing callback: raised, nothing written
+        writer.write_rows(rows[:5], {}, lambda key: 1 / 0, encoder._stamp, True)
+    assert writer.size == size
+    assert writer.write_rows(rows[500:], encoder._prefixes, encoder._prefix, encoder._stamp, True) is True
+    writer.write(memoryview(b"]"))
+    body = writer.finish()
+    text = _inflate(body)
+    assert len(text) == writer.size
+    assert text == ("[" + encoder.encode_rows(rows, "svc", None) + "]").encode()
+    assert len(body) < len(text) / 5  # the prefixes and seconds went as back-references
+    for call in (writer.finish, lambda: writer.write(b"x")):
+        with pytest.raises(ValueError):
+            call()
+    with pytest.raises(TypeError):
+        _records._GzipWriter(1)
+    assert _inflate(_records._GzipWriter().finish()) == b""
+
+
 class _Raw:
     """A raw ASGI endpoint for Route (a plain function would be a request/response one)."""
 
