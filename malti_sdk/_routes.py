@@ -72,6 +72,8 @@ class RouteResolver:
     def __init__(self, app: Any, on_rebuild: Any = None) -> None:
         self._app = app
         self._on_rebuild = on_rebuild  # called after each rebuild (the index dict is replaced)
+        # Once assigned, an index dict is never changed: a rebuild makes a new one. The
+        # compiled request path relies on that (it remembers look-ups per index object).
         # id(route object) -> (route object, pattern | list of candidates | None for "no pattern")
         self._index: dict[int, tuple[Any, Any]] = {}
         self._built_at = float("-inf")

@@ -48,6 +48,24 @@ static PyObject *s_type, *s_status, *s_more_body, *s_response_start, *s_route, *
 /* set by setup(): the Python side's tables, shared, never copied */
 static PyObject *known_methods;    /* dict: scope method -> recorded method */
 static PyObject *consumer_headers; /* dict: header name (bytes) -> rank */
+/* the same names and ranks copied by setup(), compared by length and bytes: a dict look-up
+ * hashes each request's new header name objects (-1 names: an odd dict, look it up) */
+#define HEADER_NAMES 8
+static struct {
+    PyObject *name;
+    long rank;
+} header_names[HEADER_NAMES];
+static int header_name_count = -1;
+/* look-ups in the route index, by route object: an index dict is replaced on a rebuild,
+ * never changed once the middleware has it (malti_sdk/_routes.py), so an entry found in
+ * it stays the answer while the index is the same object (held here: never another at
+ * the same address). An entry holds its route, so a route's address is not reused. */
+#define ROUTE_SLOTS 8
+static PyObject *route_index;
+static struct {
+    PyObject *route; /* borrowed: the entry holds it */
+    PyObject *entry;
+} route_slots[ROUTE_SLOTS];
 static PyObject *anonymous;        /* "anonymous" */
 static PyObject *send_last;        /* async def (watch, send, message) */
 static PyObject *row_append;       /* deque.append */
@@ -299,6 +317,59 @@ state_has_request_data(PyObject *scope)
     return result;
 }
 
+/* index[id(route)] (borrowed), NULL when not there or on error */
+static PyObject *
+route_entry(PyObject *index, PyObject *route)
+{
+    size_t slot = ((uintptr_t)route >> 4) % ROUTE_SLOTS;
+    if (index == route_index && route_slots[slot].route == route)
+        return route_slots[slot].entry;
+    PyObject *key = PyLong_FromVoidPtr(route);
+    if (key == NULL)
+        return NULL;
+    PyObject *entry = PyDict_GetItemWithError(index, key);
+    Py_DECREF(key);
+    if (entry == NULL || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) < 1 ||
+        PyTuple_GET_ITEM(entry, 0) != route)
+        return entry;
+    Py_INCREF(entry); /* a strong reference across the clean-up below, which may run finalizers */
+    if (index != route_index) {
+        PyObject *old = route_index;
+        route_index = Py_NewRef(index);
+        for (int i = 0; i < ROUTE_SLOTS; i++) {
+            route_slots[i].route = NULL;
+            Py_CLEAR(route_slots[i].entry);
+        }
+        Py_XDECREF(old);
+    }
+    PyObject *old_entry = route_slots[slot].entry;
+    route_slots[slot].route = route;
+    route_slots[slot].entry = entry; /* the reference taken above */
+    Py_XDECREF(old_entry);
+    return entry; /* borrowed: the slot holds it, and nothing below replaces the slot */
+}
+
+/* the rank of a consumer header name, -1 for other names, -2 on error (set) */
+static long
+header_rank(PyObject *name)
+{
+    if (header_name_count < 0) {
+        PyObject *found = PyDict_GetItemWithError(consumer_headers, name);
+        if (found == NULL)
+            return PyErr_Occurred() ? -2 : -1;
+        if (!PyLong_CheckExact(found)) /* ranks are ints: nothing to convert that could call out */
+            return -3;
+        long rank = PyLong_AsLong(found);
+        return rank == -1 && PyErr_Occurred() ? -2 : rank;
+    }
+    Py_ssize_t length = PyBytes_GET_SIZE(name);
+    for (int i = 0; i < header_name_count; i++)
+        if (PyBytes_GET_SIZE(header_names[i].name) == length &&
+            memcmp(PyBytes_AS_STRING(header_names[i].name), PyBytes_AS_STRING(name), (size_t)length) == 0)
+            return header_names[i].rank;
+    return -1;
+}
+
 /* the row for a request the common case covers: 1 appended (or ignored), 0 not handled, -1 error.
  *
  * The checks come in the Python path's order (route, method, state, backlog, mount, clean
@@ -335,11 +406,7 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
     PyObject *route = PyDict_GetItemWithError(scope, s_route);
     if (route == NULL)
         goto failed_or_not_handled;
-    PyObject *key = PyLong_FromVoidPtr(route);
-    if (key == NULL)
-        goto error;
-    PyObject *entry = PyDict_GetItemWithError(index, key);
-    Py_DECREF(key);
+    PyObject *entry = route_entry(index, route);
     if (entry == NULL)
         goto failed_or_not_handled;
     if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) < 2 || PyTuple_GET_ITEM(entry, 0) != route ||
@@ -423,17 +490,13 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
         if (!PyTuple_CheckExact(header) || PyTuple_GET_SIZE(header) != 2 ||
             !PyBytes_CheckExact(PyTuple_GET_ITEM(header, 0)))
             goto done;
-        PyObject *found = PyDict_GetItemWithError(consumer_headers, PyTuple_GET_ITEM(header, 0));
-        if (found == NULL) {
-            if (PyErr_Occurred())
-                goto error;
+        long found_rank = header_rank(PyTuple_GET_ITEM(header, 0));
+        if (found_rank == -1)
             continue;
-        }
-        if (!PyLong_CheckExact(found)) /* ranks are ints: nothing to convert that could call out */
-            goto done;
-        long found_rank = PyLong_AsLong(found);
-        if (found_rank == -1 && PyErr_Occurred())
+        if (found_rank == -2)
             goto error;
+        if (found_rank < -1)
+            goto done;
         if (found_rank < rank) {
             PyObject *value = PyTuple_GET_ITEM(header, 1);
             if (!PyBytes_CheckExact(value))
@@ -1191,6 +1254,23 @@ speedups_setup(PyObject *module, PyObject *args)
         return NULL;
     Py_XSETREF(known_methods, Py_NewRef(methods));
     Py_XSETREF(consumer_headers, Py_NewRef(headers));
+    for (int i = 0; i < HEADER_NAMES; i++)
+        Py_CLEAR(header_names[i].name);
+    header_name_count = 0;
+    PyObject *name, *rank;
+    Py_ssize_t position = 0;
+    while (PyDict_Next(headers, &position, &name, &rank)) {
+        long value = PyLong_CheckExact(rank) ? PyLong_AsLong(rank) : -1;
+        if (value == -1 && PyErr_Occurred())
+            PyErr_Clear();
+        if (header_name_count == HEADER_NAMES || !PyBytes_CheckExact(name) || value < 0) {
+            header_name_count = -1; /* not a plain table of names: look each header up */
+            break;
+        }
+        header_names[header_name_count].name = Py_NewRef(name);
+        header_names[header_name_count].rank = value;
+        header_name_count++;
+    }
     Py_XSETREF(anonymous, Py_NewRef(anon));
     Py_XSETREF(send_last, Py_NewRef(last));
     Py_XSETREF(row_append, Py_NewRef(append));

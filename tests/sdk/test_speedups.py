@@ -410,6 +410,43 @@ def _finished_watch(speedups, scope, status=200):
     return watch
 
 
+def test_compiled_record_follows_a_rebuilt_index_and_the_consumer_header_ranks():
+    """The C path remembers look-ups in the route index by route: a new index (a rebuild
+    replaces the dict) must be looked up again, and a route not in it is not recorded."""
+    if _middleware._speedups is None:
+        pytest.skip("malti_sdk._speedups is not built here")
+    from collections import deque
+
+    speedups = _middleware._speedups
+    routes = [object() for _ in range(20)]  # more than the remembered slots
+    rows: deque = deque()
+    first = {id(r): (r, f"/old/{i}") for i, r in enumerate(routes)}
+    rebuilt = {id(r): (r, f"/new/{i}") for i, r in enumerate(routes[:10])}
+    headers = [(b"host", b"x"), (b"user-id", b"d"), (b"x-user-ix", b"no"), (b"consumer-id", b"c"), (b"x-user-id", b"b"),
+               (b"user-id", b"e"), (b"x-consumer-ix", b"no")]
+    for index, expected in [(first, "/old/"), (rebuilt, "/new/"), (first, "/old/")]:
+        for round_ in range(2):  # the second round finds what the first remembered
+            for i, route in enumerate(routes):
+                scope = {"type": "http", "method": "GET", "route": route, "headers": headers, "root_path": ""}
+                handled = speedups.record(_finished_watch(speedups, scope), scope, (rows, 10**6, False, index))
+                assert handled is (id(route) in index)
+                if handled:
+                    # the best-ranked consumer header (x-user-id), wherever it comes
+                    assert rows[-1][1] == f"{expected}{i}" and rows[-1][4] == b"b"
+    scope = {"type": "http", "method": "GET", "route": routes[0], "headers": [(b"user-id", b"")], "root_path": ""}
+    assert speedups.record(_finished_watch(speedups, scope), scope, (rows, 10**6, False, first)) is True
+    assert rows[-1][4] == "anonymous"  # an empty header is no consumer
+    # one route, recorded twice in a row (remembered for sure), then under new indexes
+    route = object()
+    scope = {"type": "http", "method": "GET", "route": route, "headers": [], "root_path": ""}
+    for index, expected in [({id(route): (route, "/a")}, "/a"), ({id(route): (route, "/b")}, "/b"), ({}, None)]:
+        for _ in range(2):
+            handled = speedups.record(_finished_watch(speedups, scope), scope, (rows, 10**6, False, index))
+            assert handled is (expected is not None)
+            if handled:
+                assert rows[-1][1] == expected
+
+
 def test_a_collection_during_record_cannot_free_what_the_row_takes():
     """On 3.11 allocating the row may run finalizers; one that empties the headers must not
     leave the row holding a freed consumer (it reads the headers after the allocation)."""
