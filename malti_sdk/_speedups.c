@@ -515,6 +515,10 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
     PyTuple_SET_ITEM(row, 3, elapsed);
     PyTuple_SET_ITEM(row, 5, Py_NewRef(Py_None));
     PyTuple_SET_ITEM(row, 6, created);
+    /* strs, an int, floats, bytes and None cannot form a cycle: the collector need not
+     * look at a row while it waits in the buffer (it would untrack it at its first pass) */
+    if (PyFloat_CheckExact(created))
+        PyObject_GC_UnTrack(row);
     method = pattern = status = created = NULL; /* owned by the row now */
     PyObject *call_args[2] = {rows, row};
     PyObject *append = Py_NewRef(row_append);
