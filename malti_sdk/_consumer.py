@@ -14,6 +14,7 @@ from typing import Any
 ANONYMOUS = "anonymous"
 
 # header name -> priority (lower wins); x-forwarded-for is only used in IP mode.
+# Not to be changed at run time: the compiled request path copies it when set up.
 _CONSUMER_HEADERS = {b"x-consumer-id": 0, b"x-user-id": 1, b"consumer-id": 2, b"user-id": 3}
 _FORWARDED_FOR = b"x-forwarded-for"
 _IP_MODE_HEADERS = {**_CONSUMER_HEADERS, _FORWARDED_FOR: 4}

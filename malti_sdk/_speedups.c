@@ -945,6 +945,7 @@ typedef struct {
     uint64_t bits;            /* output bits not yet in `out`, LSB first */
     int bit_count;
     int finished;
+    int busy; /* in write_rows(), whose callbacks may run any code: no other call meanwhile */
     struct {
         const void *id;
         unsigned long long at;
@@ -1107,7 +1108,11 @@ static int
 gzip_writer_open(GzipWriter *self)
 {
     if (self->finished) {
-        PyErr_SetString(PyExc_ValueError, "GzipWriter: finish() was called");
+        PyErr_SetString(PyExc_ValueError, "GzipWriter: finish() was called, or a write failed");
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "GzipWriter: called from a callback of its own write_rows()");
         return -1;
     }
     return 0;
@@ -1123,11 +1128,15 @@ gzip_writer_write(GzipWriter *self, PyObject *data)
     int failed = put_literal(&self->window, view.buf, (size_t)view.len) < 0 ||
                  put_literals(self, (const unsigned char *)view.buf, (size_t)view.len) < 0;
     PyBuffer_Release(&view);
-    if (failed)
+    if (failed) {
+        self->finished = 1; /* the output may hold part of the data: unusable */
         return NULL;
+    }
     text_written(self, from);
     Py_RETURN_NONE;
 }
+
+static PyObject *gzip_writer_write_rows_unguarded(GzipWriter *self, PyObject *const *args);
 
 static PyObject *
 gzip_writer_write_rows(GzipWriter *self, PyObject *const *args, Py_ssize_t nargs)
@@ -1138,6 +1147,15 @@ gzip_writer_write_rows(GzipWriter *self, PyObject *const *args, Py_ssize_t nargs
     }
     if (gzip_writer_open(self) < 0)
         return NULL;
+    self->busy = 1;
+    PyObject *result = gzip_writer_write_rows_unguarded(self, args);
+    self->busy = 0;
+    return result;
+}
+
+static PyObject *
+gzip_writer_write_rows_unguarded(GzipWriter *self, PyObject *const *args)
+{
     int comma_first = PyObject_IsTrue(args[4]);
     if (comma_first < 0)
         return NULL;

@@ -344,6 +344,55 @@ def test_gzip_writer_bodies_inflate_to_the_python_text(seed, count, monkeypatch)
     assert _inflate(body) == _python_body(rows, monkeypatch)
 
 
+def test_gzip_writer_takes_chunks_the_compiled_encoder_leaves_to_python(monkeypatch):
+    if _records._GzipWriter is None:
+        pytest.skip("malti_sdk._speedups is not built here")
+    rows = [("GET", "/a", 200, i / 3, "anonymous", None, 1_764_900_000 + i / 100) for i in range(350)]
+    rows[150] = ("GET", "/a", 200, 2, "anonymous", None, 1_764_900_001.5)  # an int response time: chunk 2
+    rows[0] = ("GET", "/a", 200, 2, "anonymous", None, 1_764_900_000.5)  # and chunk 1
+    body, gzipped = asyncio.run(_records.RecordEncoder().encode_body_async(rows, "svc", "node", True))
+    assert gzipped and _inflate(body) == _python_body(rows, monkeypatch)
+
+
+def test_gzip_writer_back_references_reach_exactly_the_window():
+    """A repeat 32,768 bytes back is a back-reference, 32,769 back is written out."""
+    if _records._GzipWriter is None:
+        pytest.skip("malti_sdk._speedups is not built here")
+    encoder = _records.RecordEncoder()
+    encoder._use_head("svc", None)
+    row = ("GET", "/p" + "q" * 300, 200, 1.0, "anonymous", None, 1_764_900_000.25)
+    one = encoder.encode_rows([row], "svc", None)
+    sizes = {}
+    for distance in (32_767, 32_768, 32_769):
+        writer = _records._GzipWriter()
+        assert writer.write_rows([row], encoder._prefixes, encoder._prefix, encoder._stamp, False)
+        pad = distance - len(one) - 1  # the next prefix starts after the padding and ","
+        writer.write(b"z" * pad)
+        assert writer.write_rows([row], encoder._prefixes, encoder._prefix, encoder._stamp, True)
+        body = writer.finish()
+        assert _inflate(body) == (one + "z" * pad + "," + one).encode()
+        sizes[distance] = len(body) - pad  # a literal "z" is 8 bits: the padding weighs its length
+    assert sizes[32_769] > sizes[32_768] + 100  # the second prefix written out, not referenced
+
+
+def test_gzip_writer_refuses_calls_from_its_own_callbacks():
+    if _records._GzipWriter is None:
+        pytest.skip("malti_sdk._speedups is not built here")
+    encoder = _records.RecordEncoder()
+    encoder._use_head("svc", None)
+    writer = _records._GzipWriter()
+    rows = [("GET", "/a", 200, 1.5, "anonymous", None, 1_764_900_000.25)]
+
+    def reentrant(key):
+        writer.write(b"y" * 100_000)  # would trim the window under write_rows
+
+    with pytest.raises(RuntimeError):
+        writer.write_rows(rows, {}, reentrant, encoder._stamp, False)
+    assert writer.size == 0
+    assert writer.write_rows(rows, encoder._prefixes, encoder._prefix, encoder._stamp, False)
+    assert _inflate(writer.finish()) == encoder.encode_rows(rows, "svc", None).encode()
+
+
 def test_gzip_writer_output_is_read_by_gzip_1(tmp_path, monkeypatch):
     import subprocess
 
@@ -422,8 +471,9 @@ def test_compiled_record_follows_a_rebuilt_index_and_the_consumer_header_ranks()
     rows: deque = deque()
     first = {id(r): (r, f"/old/{i}") for i, r in enumerate(routes)}
     rebuilt = {id(r): (r, f"/new/{i}") for i, r in enumerate(routes[:10])}
-    headers = [(b"host", b"x"), (b"user-id", b"d"), (b"x-user-ix", b"no"), (b"consumer-id", b"c"), (b"x-user-id", b"b"),
-               (b"user-id", b"e"), (b"x-consumer-ix", b"no")]
+    headers = [(b"host", b"x"), (b"user", b"no"), (b"user-id", b"d"), (b"x-user-ix", b"no"), (b"consumer-id", b"c"),
+               (b"x-user", b"no"), (b"x-user-id", b"b"), (b"user-id", b"e"), (b"x-consumer-ix", b"no"),
+               (b"x-consumer-id-2", b"no")]
     for index, expected in [(first, "/old/"), (rebuilt, "/new/"), (first, "/old/")]:
         for round_ in range(2):  # the second round finds what the first remembered
             for i, route in enumerate(routes):
