@@ -817,6 +817,27 @@ rows_snapshot(PyObject *rows, PyObject *prefixes)
     return PyList_CheckExact(rows) ? PyList_AsTuple(rows) : Py_NewRef(rows);
 }
 
+/* rows (a tuple) appended to text, comma-separated (also before the first when
+ * comma_first), with RecordEncoder's prefixes, make_prefix and make_stamp in that order in
+ * `encoder`; each row's parts in parts[i] when parts is not NULL. put_row's answer for the
+ * first row it does not write (1: left to Python, -1: error), else 0. */
+static int
+put_rows(Text *text, PyObject *rows, PyObject *const *encoder, int comma_first, Parts *parts)
+{
+    Encoding encoding = {encoder[0], encoder[1], encoder[2], NULL, 0, {{0}}};
+    Parts scratch;
+    int status = 0;
+    Py_ssize_t count = PyTuple_GET_SIZE(rows);
+    for (Py_ssize_t i = 0; i < count && status == 0; i++) {
+        if ((i || comma_first) && put_literal(text, ",", 1) < 0)
+            status = -1;
+        else
+            status = put_row(text, PyTuple_GET_ITEM(rows, i), &encoding, parts ? &parts[i] : &scratch);
+    }
+    encoding_clear(&encoding);
+    return status;
+}
+
 static PyObject *
 speedups_encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -830,19 +851,9 @@ speedups_encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         Py_RETURN_NONE;
     }
-    Encoding encoding = {args[1], args[2], args[3], NULL, 0, {{0}}};
     Text text = {NULL, 0, 0};
-    Parts parts;
-    int status = 0;
-    Py_ssize_t count = PyTuple_GET_SIZE(rows);
-    for (Py_ssize_t i = 0; i < count && status == 0; i++) {
-        if (i && put_literal(&text, ",", 1) < 0)
-            status = -1;
-        else
-            status = put_row(&text, PyTuple_GET_ITEM(rows, i), &encoding, &parts);
-    }
+    int status = put_rows(&text, rows, args + 1, 0, NULL);
     Py_DECREF(rows);
-    encoding_clear(&encoding);
     PyObject *result = NULL;
     if (status == 1)
         result = Py_NewRef(Py_None);
@@ -955,6 +966,17 @@ typedef struct {
 
 static PyTypeObject GzipWriterType;
 
+/* the low 32 bits, least significant byte first; the byte after them */
+static inline unsigned char *
+store32(unsigned char *out, uint64_t bits)
+{
+    out[0] = (unsigned char)bits;
+    out[1] = (unsigned char)(bits >> 8);
+    out[2] = (unsigned char)(bits >> 16);
+    out[3] = (unsigned char)(bits >> 24);
+    return out + 4;
+}
+
 static inline int
 put_bits(GzipWriter *self, uint64_t value, int count)
 {
@@ -963,11 +985,7 @@ put_bits(GzipWriter *self, uint64_t value, int count)
     if (self->bit_count >= 32) {
         if (text_reserve(&self->out, 4) < 0)
             return -1;
-        unsigned char *out = (unsigned char *)self->out.data + self->out.length;
-        out[0] = (unsigned char)self->bits;
-        out[1] = (unsigned char)(self->bits >> 8);
-        out[2] = (unsigned char)(self->bits >> 16);
-        out[3] = (unsigned char)(self->bits >> 24);
+        store32((unsigned char *)self->out.data + self->out.length, self->bits);
         self->out.length += 4;
         self->bits >>= 32;
         self->bit_count -= 32;
@@ -988,11 +1006,7 @@ put_literals(GzipWriter *self, const unsigned char *data, size_t length)
         bits |= (uint64_t)literal_code[data[i]] << count;
         count += literal_bits[data[i]];
         if (count >= 32) {
-            out[0] = (unsigned char)bits;
-            out[1] = (unsigned char)(bits >> 8);
-            out[2] = (unsigned char)(bits >> 16);
-            out[3] = (unsigned char)(bits >> 24);
-            out += 4;
+            out = store32(out, bits);
             bits >>= 32;
             count -= 32;
         }
@@ -1172,17 +1186,9 @@ gzip_writer_write_rows_unguarded(GzipWriter *self, PyObject *const *args)
         return PyErr_NoMemory();
     }
     /* the whole chunk's text first: a row left to the Python encoder leaves nothing written */
-    Encoding encoding = {args[1], args[2], args[3], NULL, 0, {{0}}};
     size_t from = self->window.length;
-    int status = 0;
-    for (Py_ssize_t i = 0; i < count && status == 0; i++) {
-        if ((i || comma_first) && put_literal(&self->window, ",", 1) < 0)
-            status = -1;
-        else
-            status = put_row(&self->window, PyTuple_GET_ITEM(rows, i), &encoding, &parts[i]);
-    }
+    int status = put_rows(&self->window, rows, args + 1, comma_first, parts);
     Py_DECREF(rows);
-    encoding_clear(&encoding);
     if (status != 0) {
         self->window.length = from;
         PyMem_Free(parts);
@@ -1228,10 +1234,8 @@ gzip_writer_finish(GzipWriter *self, PyObject *unused)
     unsigned char *out = (unsigned char *)self->out.data + self->out.length;
     for (; self->bit_count > 0; self->bit_count -= 8, self->bits >>= 8)
         *out++ = (unsigned char)self->bits;
-    uint32_t trailer[2] = {self->crc, (uint32_t)self->total};
-    for (int t = 0; t < 2; t++)
-        for (int k = 0; k < 4; k++)
-            *out++ = (unsigned char)(trailer[t] >> (8 * k));
+    out = store32(out, self->crc);
+    out = store32(out, (uint32_t)self->total);
     self->out.length = (size_t)(out - (unsigned char *)self->out.data);
     return PyBytes_FromStringAndSize(self->out.data, (Py_ssize_t)self->out.length);
 }
