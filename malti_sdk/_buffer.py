@@ -1,8 +1,10 @@
 """The bounded buffer between request handling and the sender.
 
-A ``collections.deque`` whose appends and pops are atomic under the GIL, so any
-thread or event loop may add records without a lock. It never drops silently: when
-full, a new record is refused and counted under ``dropped["overflow"]``.
+Its rows are a ``RowStore`` (malti_sdk/_speedups.c: compact slots, no Python objects per
+buffered request) or, without the compiled module, a ``collections.deque`` of tuples.
+Both are changed atomically under the GIL, so any thread or event loop may add records
+without a lock. It never drops silently: when full, a new record is refused and counted
+under ``dropped["overflow"]``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import threading
 from collections import deque
 from typing import Any
 
-from ._records import Row, TelemetryRecord
+from ._records import Row, TelemetryRecord, speedups
+
+#: the rows' container: the compiled one when the module is used
+_Rows: Any = speedups.RowStore if speedups is not None else deque
 
 
 #: drop reasons of records that never entered the buffer (they still count as added).
@@ -24,7 +29,7 @@ class TelemetryBuffer:
     def __init__(self, max_size: int = 10_000) -> None:
         if max_size < 1:
             raise ValueError("max_size must be >= 1")
-        self.rows: deque[Row] = deque()
+        self.rows: Any = _Rows()  # append, popleft, extendleft, clear, len, iteration
         self._capacity = max_size
         self.on_change: Any = None  # called when the capacity changes (the sender's snapshot hook)
         self.labels: Any = None  # () -> (service, node) of the sender that owns the buffer
@@ -62,6 +67,10 @@ class TelemetryBuffer:
     def take(self, count: int) -> list[Row]:
         """Remove and return up to ``count`` of the oldest rows."""
         rows = self.rows
+        if type(rows) is not deque and hasattr(rows, "take"):  # the RowStore: all at once
+            batch = rows.take(count)
+            self.taken += len(batch)
+            return batch
         popleft = rows.popleft
         batch = []
         append = batch.append

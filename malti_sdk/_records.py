@@ -251,7 +251,7 @@ class RecordEncoder:
 
 
 #: the interface of malti_sdk/_speedups.c this code expects (its VERSION)
-SPEEDUPS_VERSION = 3
+SPEEDUPS_VERSION = 4
 
 
 def _load_speedups() -> Any:

@@ -297,6 +297,446 @@ speedups_watch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return (PyObject *)self;
 }
 
+/* --------------------------------------------------------------------- RowStore */
+
+/* The buffer's rows (TelemetryBuffer.rows when this module is used): a ring of plain
+ * structs in place of a deque of tuples. record() stores a request's row without making
+ * a Python object (no tuple, no floats), and a buffered row costs the 56 bytes of its
+ * slot; take() makes the tuples the encoders read, a batch at a time. The deque methods
+ * the SDK and its tests use (append, popleft, extendleft, clear, len, iteration) behave as
+ * a deque's. Each change to the ring calls out to nothing (no Python code, no allocation
+ * of a GC object), and references are dropped or turned into objects only after it, on
+ * slots already detached: a finalizer that records a request meanwhile finds the ring
+ * consistent. */
+typedef struct {
+    PyObject *method; /* NULL: pattern holds a row of another shape, as it was given */
+    PyObject *pattern;
+    PyObject *status;
+    PyObject *consumer;
+    PyObject *context;
+    double elapsed;
+    double created;
+} Slot;
+
+typedef struct {
+    PyObject_HEAD
+    Slot *slots;
+    Py_ssize_t capacity; /* 0 or a power of two */
+    Py_ssize_t head;     /* the oldest row's slot */
+    Py_ssize_t count;
+} RowStore;
+
+static PyTypeObject RowStoreType;
+
+#define STORE_MIN_CAPACITY 256
+#define STORE_KEEP_CAPACITY 4096 /* never shrunk below (a few batches' worth) */
+
+/* the `count` oldest rows' slots copied, in order, to `out` */
+static void
+store_copy_out(RowStore *self, Slot *out, Py_ssize_t count)
+{
+    Py_ssize_t first = self->capacity - self->head < count ? self->capacity - self->head : count;
+    if (count) {
+        memcpy(out, self->slots + self->head, (size_t)first * sizeof(Slot));
+        memcpy(out + first, self->slots, (size_t)(count - first) * sizeof(Slot));
+    }
+}
+
+/* the ring moved to `capacity` slots (at least its rows): 0, or -1 (no error set) */
+static int
+store_resize(RowStore *self, Py_ssize_t capacity)
+{
+    Slot *slots = PyMem_Malloc((size_t)capacity * sizeof(Slot));
+    if (slots == NULL)
+        return -1;
+    store_copy_out(self, slots, self->count);
+    PyMem_Free(self->slots);
+    self->slots = slots;
+    self->capacity = capacity;
+    self->head = 0;
+    return 0;
+}
+
+/* room for `extra` more rows: 0, or -1 with MemoryError */
+static int
+store_reserve(RowStore *self, Py_ssize_t extra)
+{
+    if (self->count + extra <= self->capacity)
+        return 0;
+    Py_ssize_t capacity = self->capacity ? self->capacity : STORE_MIN_CAPACITY;
+    while (capacity < self->count + extra) {
+        if (capacity > PY_SSIZE_T_MAX / 2 / (Py_ssize_t)sizeof(Slot)) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        capacity *= 2;
+    }
+    if (store_resize(self, capacity) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* a ring mostly empty again (after an outage, say) given back down to twice its rows; a
+ * failed allocation leaves it as it is */
+static void
+store_shrink(RowStore *self)
+{
+    if (self->capacity <= STORE_KEEP_CAPACITY || self->count > self->capacity / 8)
+        return;
+    Py_ssize_t capacity = STORE_KEEP_CAPACITY;
+    while (capacity < 2 * self->count)
+        capacity *= 2;
+    store_resize(self, capacity);
+}
+
+/* the slot after the newest row (room reserved) */
+static inline Slot *
+store_end(RowStore *self)
+{
+    return &self->slots[(self->head + self->count) & (self->capacity - 1)];
+}
+
+/* a slot holding (new references to) a row: a usual row is kept in parts, any other as it is */
+static void
+slot_from_row(Slot *slot, PyObject *row)
+{
+    if (PyTuple_CheckExact(row) && PyTuple_GET_SIZE(row) == 7 && PyFloat_CheckExact(PyTuple_GET_ITEM(row, 3)) &&
+        PyFloat_CheckExact(PyTuple_GET_ITEM(row, 6))) {
+        slot->method = Py_NewRef(PyTuple_GET_ITEM(row, 0));
+        slot->pattern = Py_NewRef(PyTuple_GET_ITEM(row, 1));
+        slot->status = Py_NewRef(PyTuple_GET_ITEM(row, 2));
+        slot->consumer = Py_NewRef(PyTuple_GET_ITEM(row, 4));
+        slot->context = Py_NewRef(PyTuple_GET_ITEM(row, 5));
+        slot->elapsed = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(row, 3));
+        slot->created = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(row, 6));
+    }
+    else {
+        slot->method = NULL;
+        slot->pattern = Py_NewRef(row);
+    }
+}
+
+static void
+slot_clear(Slot *slot)
+{
+    if (slot->method != NULL) {
+        Py_DECREF(slot->method);
+        Py_DECREF(slot->status);
+        Py_DECREF(slot->consumer);
+        Py_DECREF(slot->context);
+    }
+    Py_DECREF(slot->pattern);
+}
+
+/* the row of a detached slot, taking over its references; NULL (the slot untouched) on error */
+static PyObject *
+slot_to_row(Slot *slot)
+{
+    if (slot->method == NULL)
+        return slot->pattern;
+    PyObject *elapsed = PyFloat_FromDouble(slot->elapsed);
+    PyObject *created = elapsed ? PyFloat_FromDouble(slot->created) : NULL;
+    PyObject *row = created ? PyTuple_New(7) : NULL; /* may collect garbage: the slot is detached */
+    if (row == NULL) {
+        Py_XDECREF(elapsed);
+        Py_XDECREF(created);
+        return NULL;
+    }
+    PyObject *consumer = slot->consumer, *context = slot->context;
+    PyTuple_SET_ITEM(row, 0, slot->method);
+    PyTuple_SET_ITEM(row, 1, slot->pattern);
+    PyTuple_SET_ITEM(row, 2, slot->status);
+    PyTuple_SET_ITEM(row, 3, elapsed);
+    PyTuple_SET_ITEM(row, 4, consumer);
+    PyTuple_SET_ITEM(row, 5, context);
+    PyTuple_SET_ITEM(row, 6, created);
+    /* strs, an int, floats, bytes and None form no cycle: as record() does for its rows */
+    if (context == Py_None && (PyUnicode_CheckExact(consumer) || PyBytes_CheckExact(consumer)) &&
+        PyUnicode_CheckExact(slot->method) && PyUnicode_CheckExact(slot->pattern) && PyLong_CheckExact(slot->status))
+        PyObject_GC_UnTrack(row);
+    return row;
+}
+
+/* the `count` oldest rows moved to a new array (NULL with MemoryError; count > 0) */
+static Slot *
+store_detach(RowStore *self, Py_ssize_t count)
+{
+    Slot *detached = PyMem_Malloc((size_t)count * sizeof(Slot));
+    if (detached == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    store_copy_out(self, detached, count);
+    self->head = (self->head + count) & (self->capacity - 1);
+    self->count -= count;
+    return detached;
+}
+
+/* slots put back before the oldest row, in their order (their references move in):
+ * 0, or -1 with MemoryError, the slots then dropped */
+static int
+store_prepend(RowStore *self, Slot *slots, Py_ssize_t count)
+{
+    if (store_reserve(self, count) < 0) {
+        for (Py_ssize_t i = 0; i < count; i++)
+            slot_clear(&slots[i]);
+        return -1;
+    }
+    for (Py_ssize_t i = count - 1; i >= 0; i--) {
+        self->head = (self->head - 1) & (self->capacity - 1);
+        self->slots[self->head] = slots[i];
+        self->count++;
+    }
+    return 0;
+}
+
+/* rows of detached slots as a list; on error the slots (and rows made) go back to the front */
+static PyObject *
+slots_to_list(RowStore *self, Slot *slots, Py_ssize_t count)
+{
+    PyObject *list = PyList_New(count);
+    if (list == NULL) {
+        store_prepend(self, slots, count);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *row = slot_to_row(&slots[i]);
+        if (row == NULL) {
+            for (Py_ssize_t j = 0; j < i; j++) { /* rows made so far, kept as they are */
+                slots[j].method = NULL;
+                slots[j].pattern = Py_NewRef(PyList_GET_ITEM(list, j));
+            }
+            Py_DECREF(list);
+            PyObject *type, *value, *traceback;
+            PyErr_Fetch(&type, &value, &traceback);
+            if (store_prepend(self, slots, count) < 0)
+                PyErr_Clear(); /* the first error is the one to tell */
+            PyErr_Restore(type, value, traceback);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, row);
+    }
+    return list;
+}
+
+static PyObject *
+row_store_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    if (PyTuple_GET_SIZE(args) || (kwargs != NULL && PyDict_GET_SIZE(kwargs))) {
+        PyErr_SetString(PyExc_TypeError, "RowStore() takes no arguments");
+        return NULL;
+    }
+    RowStore *self = PyObject_GC_New(RowStore, type);
+    if (self == NULL)
+        return NULL;
+    self->slots = NULL;
+    self->capacity = self->head = self->count = 0;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+static int
+row_store_traverse(RowStore *self, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        Slot *slot = &self->slots[(self->head + i) & (self->capacity - 1)];
+        Py_VISIT(slot->pattern);
+        if (slot->method != NULL) {
+            Py_VISIT(slot->method);
+            Py_VISIT(slot->status);
+            Py_VISIT(slot->consumer);
+            Py_VISIT(slot->context);
+        }
+    }
+    return 0;
+}
+
+/* clear(): every row dropped (the ring emptied first) */
+static int
+row_store_clear(RowStore *self)
+{
+    Slot *slots = self->slots;
+    Py_ssize_t capacity = self->capacity, head = self->head, count = self->count;
+    self->slots = NULL;
+    self->capacity = self->head = self->count = 0;
+    for (Py_ssize_t i = 0; i < count; i++)
+        slot_clear(&slots[(head + i) & (capacity - 1)]);
+    PyMem_Free(slots);
+    return 0;
+}
+
+static void
+row_store_dealloc(RowStore *self)
+{
+    PyObject_GC_UnTrack(self);
+    row_store_clear(self);
+    PyObject_GC_Del(self);
+}
+
+/* a row after the newest: 0, or -1 with MemoryError */
+static int
+store_add_row(RowStore *self, PyObject *row)
+{
+    if (store_reserve(self, 1) < 0)
+        return -1;
+    slot_from_row(store_end(self), row);
+    self->count++;
+    return 0;
+}
+
+static PyObject *
+row_store_append(RowStore *self, PyObject *row)
+{
+    if (store_add_row(self, row) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+row_store_extendleft(RowStore *self, PyObject *iterable)
+{
+    PyObject *items = PySequence_List(iterable); /* any code iterating runs before the change */
+    if (items == NULL)
+        return NULL;
+    Py_ssize_t count = PyList_GET_SIZE(items);
+    if (store_reserve(self, count) < 0) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) { /* each to the left in turn, as a deque does */
+        self->head = (self->head - 1) & (self->capacity - 1);
+        slot_from_row(&self->slots[self->head], PyList_GET_ITEM(items, i));
+        self->count++;
+    }
+    Py_DECREF(items);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+row_store_popleft(RowStore *self, PyObject *unused)
+{
+    if (self->count == 0) {
+        PyErr_SetString(PyExc_IndexError, "pop from an empty RowStore");
+        return NULL;
+    }
+    Slot *slot = store_detach(self, 1);
+    if (slot == NULL)
+        return NULL;
+    PyObject *row = slot_to_row(slot);
+    if (row == NULL)
+        store_prepend(self, slot, 1);
+    PyMem_Free(slot);
+    return row;
+}
+
+static PyObject *
+row_store_take(RowStore *self, PyObject *arg)
+{
+    Py_ssize_t count = PyLong_AsSsize_t(arg);
+    if (count == -1 && PyErr_Occurred())
+        return NULL;
+    if (count > self->count)
+        count = self->count;
+    if (count <= 0)
+        return PyList_New(0);
+    Slot *slots = store_detach(self, count);
+    if (slots == NULL)
+        return NULL;
+    store_shrink(self);
+    PyObject *list = slots_to_list(self, slots, count);
+    PyMem_Free(slots);
+    return list;
+}
+
+static PyObject *
+row_store_clear_method(RowStore *self, PyObject *unused)
+{
+    row_store_clear(self);
+    Py_RETURN_NONE;
+}
+
+/* iter(store): over a list of the rows as they are now (copies; the store is unchanged) */
+static PyObject *
+row_store_iter(RowStore *self)
+{
+    Py_ssize_t count = self->count;
+    if (count == 0) {
+        PyObject *empty = PyList_New(0);
+        PyObject *iterator = empty ? PyObject_GetIter(empty) : NULL;
+        Py_XDECREF(empty);
+        return iterator;
+    }
+    Slot *copies = PyMem_Malloc((size_t)count * sizeof(Slot));
+    if (copies == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Slot *slot = &copies[i];
+        *slot = self->slots[(self->head + i) & (self->capacity - 1)];
+        Py_INCREF(slot->pattern);
+        if (slot->method != NULL) {
+            Py_INCREF(slot->method);
+            Py_INCREF(slot->status);
+            Py_INCREF(slot->consumer);
+            Py_INCREF(slot->context);
+        }
+    }
+    PyObject *list = PyList_New(count);
+    for (Py_ssize_t i = 0; list != NULL && i < count; i++) {
+        PyObject *row = slot_to_row(&copies[i]);
+        if (row == NULL) {
+            for (Py_ssize_t j = i; j < count; j++)
+                slot_clear(&copies[j]);
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, row);
+    }
+    if (list == NULL) {
+        PyMem_Free(copies);
+        return NULL;
+    }
+    PyMem_Free(copies);
+    PyObject *iterator = PyObject_GetIter(list);
+    Py_DECREF(list);
+    return iterator;
+}
+
+static Py_ssize_t
+row_store_length(RowStore *self)
+{
+    return self->count;
+}
+
+static PySequenceMethods row_store_as_sequence = {
+    .sq_length = (lenfunc)row_store_length,
+};
+
+static PyMethodDef row_store_methods[] = {
+    {"append", (PyCFunction)row_store_append, METH_O, "append(row): a row after the newest"},
+    {"extendleft", (PyCFunction)row_store_extendleft, METH_O,
+     "extendleft(rows): each row before the oldest in turn (so in reverse order), as deque.extendleft"},
+    {"popleft", (PyCFunction)row_store_popleft, METH_NOARGS, "popleft() -> the oldest row (IndexError when empty)"},
+    {"take", (PyCFunction)row_store_take, METH_O, "take(count) -> a list of up to count of the oldest rows, removed"},
+    {"clear", (PyCFunction)row_store_clear_method, METH_NOARGS, "clear(): every row dropped"},
+    {NULL},
+};
+
+static PyTypeObject RowStoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "malti_sdk._speedups.RowStore",
+    .tp_basicsize = sizeof(RowStore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "RowStore(): the buffer's rows, as compact slots (see the comment in _speedups.c)",
+    .tp_new = row_store_new,
+    .tp_dealloc = (destructor)row_store_dealloc,
+    .tp_traverse = (traverseproc)row_store_traverse,
+    .tp_clear = (inquiry)row_store_clear,
+    .tp_iter = (getiterfunc)row_store_iter,
+    .tp_as_sequence = &row_store_as_sequence,
+    .tp_methods = row_store_methods,
+};
+
 /* ------------------------------------------------------------------------ record */
 
 /* 1: the state holds a consumer or context (the Python path handles those), 0: not, -1: error */
@@ -462,17 +902,24 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
     PyObject *clock = PyDict_GetItemWithError(clock_namespace, s_time);
     if (clock == NULL && PyErr_Occurred())
         goto error;
-    if (clock == NULL || clock == real_time)
-        created = PyFloat_FromDouble(wall_now());
-    else {
-        Py_INCREF(clock); /* a caller owns what it calls */
-        created = PyObject_CallNoArgs(clock);
-        Py_DECREF(clock);
+    /* into a RowStore as a slot (no object made), else as a tuple through rows.append */
+    RowStore *store = Py_IS_TYPE(rows, &RowStoreType) && (clock == NULL || clock == real_time) ? (RowStore *)rows
+                                                                                                : NULL;
+    if (store == NULL) {
+        if (clock == NULL || clock == real_time)
+            created = PyFloat_FromDouble(wall_now());
+        else {
+            Py_INCREF(clock); /* a caller owns what it calls */
+            created = PyObject_CallNoArgs(clock);
+            Py_DECREF(clock);
+        }
+        if (created == NULL)
+            goto error;
+        row = PyTuple_New(7); /* may collect garbage: nothing borrowed is held across it */
+        if (row == NULL)
+            goto error;
     }
-    if (created == NULL)
-        goto error;
-    row = PyTuple_New(7); /* may collect garbage: nothing borrowed is held across it */
-    if (row == NULL)
+    else if (store_reserve(store, 1) < 0) /* allocates no object: nothing can run meanwhile */
         goto error;
 
     /* the consumer header of the best rank (the first of equal ones): no calls out from here */
@@ -505,6 +952,20 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
             rank = found_rank;
         }
     }
+    if (store != NULL) {
+        Slot *slot = store_end(store);
+        slot->method = method;
+        slot->pattern = pattern;
+        slot->status = status;
+        slot->consumer = Py_NewRef(consumer);
+        slot->context = Py_NewRef(Py_None);
+        slot->elapsed = (end - watch->start) * 1000.0;
+        slot->created = wall_now();
+        store->count++;
+        method = pattern = status = NULL; /* owned by the slot now */
+        result = 1;
+        goto done;
+    }
     PyTuple_SET_ITEM(row, 4, Py_NewRef(consumer));
     PyObject *elapsed = PyFloat_FromDouble((end - watch->start) * 1000.0);
     if (elapsed == NULL)
@@ -520,13 +981,19 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
     if (PyFloat_CheckExact(created))
         PyObject_GC_UnTrack(row);
     method = pattern = status = created = NULL; /* owned by the row now */
-    PyObject *call_args[2] = {rows, row};
-    PyObject *append = Py_NewRef(row_append);
-    PyObject *appended = PyObject_Vectorcall(append, call_args, 2, NULL);
-    Py_DECREF(append);
-    if (appended == NULL)
-        goto error;
-    Py_DECREF(appended);
+    if (Py_IS_TYPE(rows, &RowStoreType)) { /* a replaced clock's row */
+        if (store_add_row((RowStore *)rows, row) < 0)
+            goto error;
+    }
+    else {
+        PyObject *call_args[2] = {rows, row};
+        PyObject *append = Py_NewRef(row_append);
+        PyObject *appended = PyObject_Vectorcall(append, call_args, 2, NULL);
+        Py_DECREF(append);
+        if (appended == NULL)
+            goto error;
+        Py_DECREF(appended);
+    }
     result = 1;
     goto done;
 
@@ -1357,7 +1824,7 @@ PyInit__speedups(void)
                 return NULL;
         }
     }
-    if (PyType_Ready(&WatchType) < 0 || PyType_Ready(&GzipWriterType) < 0)
+    if (PyType_Ready(&WatchType) < 0 || PyType_Ready(&GzipWriterType) < 0 || PyType_Ready(&RowStoreType) < 0)
         return NULL;
     gzip_tables_init();
     PyObject *module = PyModule_Create(&speedups_module);
@@ -1365,9 +1832,10 @@ PyInit__speedups(void)
         return NULL;
     /* the interface version malti_sdk/_records.py checks (SPEEDUPS_VERSION): raise it with
      * any change to the functions' arguments or results */
-    if (PyModule_AddIntConstant(module, "VERSION", 3) < 0 ||
+    if (PyModule_AddIntConstant(module, "VERSION", 4) < 0 ||
         PyModule_AddObjectRef(module, "Watch", (PyObject *)&WatchType) < 0 ||
-        PyModule_AddObjectRef(module, "GzipWriter", (PyObject *)&GzipWriterType) < 0) {
+        PyModule_AddObjectRef(module, "GzipWriter", (PyObject *)&GzipWriterType) < 0 ||
+        PyModule_AddObjectRef(module, "RowStore", (PyObject *)&RowStoreType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -49,7 +49,8 @@ async def make_system():
 @pytest.fixture(params=["compiled", "python"])
 def request_path(request, monkeypatch):
     """Runs a test on both request paths of the middleware: the compiled one
-    (malti_sdk/_speedups.c) and the pure-Python one it falls back to."""
+    (malti_sdk/_speedups.c, buffering into its RowStore) and the pure-Python one it falls
+    back to (a deque of tuples)."""
     from malti_sdk import _middleware
 
     if request.param == "compiled":
@@ -57,7 +58,12 @@ def request_path(request, monkeypatch):
             pytest.skip("malti_sdk._speedups is not built here (no C compiler, or MALTI_SPEEDUPS=0)")
         _middleware._use_speedups(_middleware._speedups)
     else:
+        from collections import deque
+
+        from malti_sdk import _buffer
+
         _middleware._use_speedups(None)
+        monkeypatch.setattr(_buffer, "_Rows", deque)  # buffers made from here hold tuples, as without C
     yield request.param
     _middleware._use_speedups(_middleware._speedups)
 
