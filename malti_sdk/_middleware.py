@@ -2,7 +2,8 @@
 
 Per HTTP request it does the minimum on the request path: two clock reads, one
 wrapped ``send`` to see the status and the end of the body, and, after the response,
-one tuple appended to a deque. Route patterns come from an index of the app's
+one row appended to the buffer (a tuple into a deque here; a slot of the compiled
+``RowStore``, no object made, in C). Route patterns come from an index of the app's
 route tree (:mod:`._routes`); JSON, timestamps and network I/O happen later, in
 the sender.
 

@@ -1,13 +1,17 @@
 /* Compiled request path of MaltiMiddleware (optional: malti_sdk/_middleware.py has the
  * same logic in Python, used when this module is not built or MALTI_SPEEDUPS=0).
  *
- * Three functions and a type, all called with the GIL held, none doing I/O:
+ * Three functions and three types, all called with the GIL held, none doing I/O:
  *
  *   watch(send, scope) -> Watch
  *       The ``send`` handed to the app. Calling it with a message notes the status and
  *       the moment the response is complete, then returns ``send(message)`` unchanged
  *       (no coroutine of its own). The last chunk of a streamed body goes through the
  *       Python coroutine given to setup(), which notes the end after the server took it.
+ *
+ *   RowStore()
+ *       The buffer's rows (TelemetryBuffer.rows): compact slots in a ring, with the deque
+ *       methods the SDK uses and take(count) -> a list of row tuples; see "RowStore" below.
  *
  *   record(watch, scope, snapshot) -> bool
  *       The middleware's common case: appends one row to the buffer and returns True
@@ -571,8 +575,10 @@ static void
 row_store_dealloc(RowStore *self)
 {
     PyObject_GC_UnTrack(self);
+    Py_TRASHCAN_BEGIN(self, row_store_dealloc)
     row_store_clear(self);
     PyObject_GC_Del(self);
+    Py_TRASHCAN_END
 }
 
 /* a row after the newest: 0, or -1 with MemoryError */
@@ -634,7 +640,7 @@ row_store_popleft(RowStore *self, PyObject *unused)
 static PyObject *
 row_store_take(RowStore *self, PyObject *arg)
 {
-    Py_ssize_t count = PyLong_AsSsize_t(arg);
+    Py_ssize_t count = PyNumber_AsSsize_t(arg, NULL); /* an int past the range: clamped, as a deque's loop takes all */
     if (count == -1 && PyErr_Occurred())
         return NULL;
     if (count > self->count)
@@ -683,6 +689,7 @@ row_store_iter(RowStore *self)
         }
     }
     PyObject *list = PyList_New(count);
+    int copies_left = list == NULL; /* PyList_New failed: every copy still holds its references */
     for (Py_ssize_t i = 0; list != NULL && i < count; i++) {
         PyObject *row = slot_to_row(&copies[i]);
         if (row == NULL) {
@@ -694,6 +701,9 @@ row_store_iter(RowStore *self)
         PyList_SET_ITEM(list, i, row);
     }
     if (list == NULL) {
+        if (copies_left)
+            for (Py_ssize_t j = 0; j < count; j++)
+                slot_clear(&copies[j]);
         PyMem_Free(copies);
         return NULL;
     }
@@ -919,8 +929,6 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
         if (row == NULL)
             goto error;
     }
-    else if (store_reserve(store, 1) < 0) /* allocates no object: nothing can run meanwhile */
-        goto error;
 
     /* the consumer header of the best rank (the first of equal ones): no calls out from here */
     PyObject *headers = PyDict_GetItemWithError(scope, s_headers);
@@ -953,6 +961,9 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
         }
     }
     if (store != NULL) {
+        /* reserved only now: the headers look-up above may run Python code (a scope key's __eq__) */
+        if (store_reserve(store, 1) < 0)
+            goto error;
         Slot *slot = store_end(store);
         slot->method = method;
         slot->pattern = pattern;

@@ -162,3 +162,177 @@ def test_the_buffer_holds_a_row_store_and_takes_from_it():
     assert buffer.get_stats()["total_added"] == 5
     records = buffer.get_batch(10)  # the original package's interface reads the same rows
     assert [r.endpoint for r in records] == [f"/e/{i}" for i in range(5)] and buffer.is_empty()
+
+
+def test_take_gives_a_large_ring_back_and_keeps_what_is_left():
+    store, mirror = speedups.RowStore(), deque()
+    for i in range(70_000):  # a ring of 131,072 slots
+        row = ("GET", f"/{i}", 200, float(i), "anonymous", None, 1.0)
+        store.append(row)
+        mirror.append(row)
+    assert store.take(62_000) == [mirror.popleft() for _ in range(62_000)]  # 8,000 left: shrinks
+    for i in range(20_000):
+        row = ("GET", f"/n{i}", 200, float(i), "anonymous", None, 1.0)
+        store.append(row)
+        mirror.append(row)
+    assert list(store) == list(mirror) and store.take(10**9) == list(mirror)
+
+
+def test_the_collector_frees_cycles_through_odd_rows_and_taken_rows():
+    class Context:
+        pass
+
+    store = speedups.RowStore()  # a row kept as it is (a list) that refers back to the store
+    context = Context()
+    context.store = store
+    store.append([context])
+    alive = weakref.ref(context)
+    del context, store
+    gc.collect()
+    assert alive() is None
+
+    store = speedups.RowStore()  # a taken row in a cycle: it must be tracked
+    context = Context()
+    store.append(("GET", "/a", 200, 1.0, "c", context, 2.0))
+    (row,) = store.take(1)
+    context.row = row
+    alive = weakref.ref(context)
+    del context, row
+    gc.collect()
+    assert alive() is None
+
+
+@pytest.mark.parametrize("meddle", ["clear", "fill"])
+def test_code_run_by_a_scope_look_up_cannot_break_the_store_record_writes_to(meddle):
+    """Looking "headers" up in the scope may run a colliding key's __eq__, which may
+    change the store: record() must make room for its row only after that."""
+    async def send(message):
+        return None
+
+    store = speedups.RowStore()
+    route = object()
+    snapshot = (store, 10**6, False, {id(route): (route, "/r")})
+
+    class Key:
+        armed = False
+
+        def __hash__(self):
+            return hash("headers")
+
+        def __eq__(self, other):
+            if Key.armed:
+                Key.armed = False
+                if meddle == "clear":
+                    store.clear()
+                else:  # the ring's room used up
+                    while len(store) < 256:
+                        store.append(("GET", "/filler", 200, 1.0, "anonymous", None, 2.0))
+            return False
+
+    scope = {Key(): "x"}  # met first on the probe chain of "headers"
+    scope.update({"type": "http", "method": "GET", "route": route, "headers": [], "root_path": ""})
+    for i in range(5):
+        store.append(("GET", f"/old/{i}", 200, 1.0, "anonymous", None, 2.0))
+    watch = speedups.watch(send, scope)
+    watch({"type": "http.response.start", "status": 200}).close()
+    watch({"type": "http.response.body", "body": b""}).close()
+    Key.armed = True
+    assert speedups.record(watch, scope, snapshot) is True
+    assert not Key.armed, "the key's __eq__ did not run: the test proves nothing"
+    endpoints = [row[1] for row in store.take(10**6)]
+    if meddle == "clear":
+        assert endpoints == ["/r"]
+    else:
+        assert endpoints[:5] == [f"/old/{i}" for i in range(5)] and endpoints[-1] == "/r"
+        assert len(endpoints) == 257
+
+
+@pytest.mark.parametrize("operation", ["take", "popleft", "iter", "extendleft", "append"])
+def test_a_failed_allocation_leaves_every_row_in_place(operation):
+    """Out of memory part-way through an operation: MemoryError, and the store holds
+    exactly the rows it held, each object's references as they were."""
+    _testcapi = pytest.importorskip("_testcapi")
+    if not hasattr(_testcapi, "set_nomemory"):
+        pytest.skip("no allocation-failure hook in this build")
+    import sys
+
+    class Context:
+        pass
+
+    failures = 0
+    hog = [(float(i), (i,) * 7) for i in range(100_000)]  # the float and tuple free lists emptied
+    for nth in range(0, 400, 3):
+        context = Context()
+        rows = [[i, "odd"] if i % 5 == 4 else ("GET", f"/p{i}", 200, float(i), "anonymous", context, 2.0 + i)
+                for i in range(300)]
+        store = speedups.RowStore()
+        for row in rows[:200]:
+            store.append(row)
+        store.take(150)  # the oldest row mid-ring, so later rows wrap around
+        for row in rows[200:]:
+            store.append(row)
+        before = list(store)
+        references = sys.getrefcount(context)
+        _testcapi.set_nomemory(nth, nth + 1)
+        try:
+            if operation == "take":
+                store.take(120)
+            elif operation == "popleft":
+                store.popleft()
+            elif operation == "iter":
+                iter(store)
+            elif operation == "extendleft":
+                store.extendleft([("X", "/x", 1, 1.0, "a", None, 1.0)] * 200)
+            else:
+                for _ in range(200):
+                    store.append(("A", "/a", 1, 1.0, "a", None, 1.0))
+        except MemoryError:
+            failed = True
+        else:
+            failed = False
+        finally:
+            _testcapi.remove_mem_hooks()
+        if not failed:
+            continue
+        failures += 1
+        after = list(store)
+        assert (after[: len(before)] if operation == "append" else after) == before
+        del after
+        assert sys.getrefcount(context) == references
+    del hog
+    assert failures, "no allocation failed inside the operation: the test proves nothing"
+
+
+def test_the_buffer_takes_any_count_as_the_deque_path_does():
+    system = TelemetrySystem(TelemetryConfig(api_key="k", malti_url="http://127.0.0.1:9", batch_interval=3600))
+    buffer = system.batch_sender.buffer
+    for i in range(3):
+        system.record_request(method="GET", endpoint=f"/e/{i}", status=200, response_time=1.0, consumer="c")
+    assert buffer.take(-(10**30)) == [] and len(buffer.take(2**64)) == 3
+
+
+def test_a_long_chain_of_stores_is_freed_without_deep_recursion():
+    """Each store holding a row that holds the previous one: freed like a deque chain,
+    not one C stack frame per link (run in a thread with a small stack, in a child
+    process, so a regression fails this test instead of crashing the run)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import threading\n"
+        "from malti_sdk._records import speedups\n"
+        "threading.stack_size(512 * 1024)\n"
+        "def chain():\n"
+        "    head = speedups.RowStore()\n"
+        "    for _ in range(100_000):\n"
+        "        store = speedups.RowStore()\n"
+        "        store.append(('GET', head, 200, 1.0, 'anonymous', None, 2.0))\n"
+        "        head = store\n"
+        "    del store, head\n"
+        "thread = threading.Thread(target=chain)\n"
+        "thread.start()\n"
+        "thread.join()\n"
+        "print('freed')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "freed", done.stderr[-2000:]
