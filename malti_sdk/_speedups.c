@@ -328,6 +328,9 @@ typedef struct {
     Py_ssize_t capacity; /* 0 or a power of two */
     Py_ssize_t head;     /* the oldest row's slot */
     Py_ssize_t count;
+    /* rows holding an object the collector tracks: with none (the request path's rows are
+     * strs, ints, bytes and None), a collection does not walk the ring at all */
+    Py_ssize_t holding_gc;
 } RowStore;
 
 static PyTypeObject RowStoreType;
@@ -463,6 +466,15 @@ slot_to_row(Slot *slot)
     return row;
 }
 
+static inline int
+slot_holds_gc(const Slot *slot)
+{
+    if (slot->method == NULL)
+        return PyObject_IS_GC(slot->pattern);
+    return PyObject_IS_GC(slot->method) || PyObject_IS_GC(slot->pattern) || PyObject_IS_GC(slot->status) ||
+           PyObject_IS_GC(slot->consumer) || PyObject_IS_GC(slot->context);
+}
+
 /* the `count` oldest rows moved to a new array (NULL with MemoryError; count > 0) */
 static Slot *
 store_detach(RowStore *self, Py_ssize_t count)
@@ -475,6 +487,9 @@ store_detach(RowStore *self, Py_ssize_t count)
     store_copy_out(self, detached, count);
     self->head = (self->head + count) & (self->capacity - 1);
     self->count -= count;
+    if (self->holding_gc)
+        for (Py_ssize_t i = 0; i < count; i++)
+            self->holding_gc -= slot_holds_gc(&detached[i]);
     return detached;
 }
 
@@ -491,6 +506,7 @@ store_prepend(RowStore *self, Slot *slots, Py_ssize_t count)
     for (Py_ssize_t i = count - 1; i >= 0; i--) {
         self->head = (self->head - 1) & (self->capacity - 1);
         self->slots[self->head] = slots[i];
+        self->holding_gc += slot_holds_gc(&slots[i]);
         self->count++;
     }
     return 0;
@@ -536,7 +552,7 @@ row_store_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (self == NULL)
         return NULL;
     self->slots = NULL;
-    self->capacity = self->head = self->count = 0;
+    self->capacity = self->head = self->count = self->holding_gc = 0;
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }
@@ -544,6 +560,8 @@ row_store_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 static int
 row_store_traverse(RowStore *self, visitproc visit, void *arg)
 {
+    if (self->holding_gc == 0)
+        return 0;
     for (Py_ssize_t i = 0; i < self->count; i++) {
         Slot *slot = &self->slots[(self->head + i) & (self->capacity - 1)];
         Py_VISIT(slot->pattern);
@@ -564,7 +582,7 @@ row_store_clear(RowStore *self)
     Slot *slots = self->slots;
     Py_ssize_t capacity = self->capacity, head = self->head, count = self->count;
     self->slots = NULL;
-    self->capacity = self->head = self->count = 0;
+    self->capacity = self->head = self->count = self->holding_gc = 0;
     for (Py_ssize_t i = 0; i < count; i++)
         slot_clear(&slots[(head + i) & (capacity - 1)]);
     PyMem_Free(slots);
@@ -587,7 +605,9 @@ store_add_row(RowStore *self, PyObject *row)
 {
     if (store_reserve(self, 1) < 0)
         return -1;
-    slot_from_row(store_end(self), row);
+    Slot *slot = store_end(self);
+    slot_from_row(slot, row);
+    self->holding_gc += slot_holds_gc(slot);
     self->count++;
     return 0;
 }
@@ -614,6 +634,7 @@ row_store_extendleft(RowStore *self, PyObject *iterable)
     for (Py_ssize_t i = 0; i < count; i++) { /* each to the left in turn, as a deque does */
         self->head = (self->head - 1) & (self->capacity - 1);
         slot_from_row(&self->slots[self->head], PyList_GET_ITEM(items, i));
+        self->holding_gc += slot_holds_gc(&self->slots[self->head]);
         self->count++;
     }
     Py_DECREF(items);
@@ -972,6 +993,7 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
         slot->context = Py_NewRef(Py_None);
         slot->elapsed = (end - watch->start) * 1000.0;
         slot->created = wall_now();
+        store->holding_gc += slot_holds_gc(slot);
         store->count++;
         method = pattern = status = NULL; /* owned by the slot now */
         result = 1;

@@ -336,3 +336,40 @@ def test_a_long_chain_of_stores_is_freed_without_deep_recursion():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "freed", done.stderr[-2000:]
+
+
+def test_the_collector_walks_the_store_only_while_a_row_holds_a_tracked_object():
+    """Rows of strs, ints, bytes and None hold nothing a cycle can go through: a collection
+    skips the ring then (gc.get_referents shows what it walks). One row with a container
+    makes it walk the ring until that row leaves, however the other rows come and go."""
+
+    class Context:
+        pass
+
+    store = speedups.RowStore()
+    plain = [("GET", f"/p{i}", 200, 1.0, b"c" if i % 2 else "anonymous", None, 2.0) for i in range(10)]
+    for row in plain:
+        store.append(row)
+    assert gc.get_referents(store) == []
+    context = Context()
+    context.store = store
+    store.append(("GET", "/held", 200, 1.0, "anonymous", context, 2.0))
+    assert context in gc.get_referents(store)
+    store.take(5)  # plain rows leave: the held one still counts
+    assert context in gc.get_referents(store)
+    store.extendleft(reversed(store.take(10**6)))  # out and back in again
+    assert context in gc.get_referents(store)
+    alive = weakref.ref(context)
+    del context
+    gc.collect()
+    assert alive() is not None  # held by the store's row
+    rows = store.take(10**6)
+    assert gc.get_referents(store) == [] and rows[-1][5] is alive()
+    for row in plain:  # counted right through all of that: plain rows are skipped again
+        store.append(row)
+    assert gc.get_referents(store) == []
+    rows[-1][5].store = store  # the cycle again, now through a taken row and back
+    store.extendleft([rows[-1]])
+    del rows, store
+    gc.collect()
+    assert alive() is None
