@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import json
 import socket
 import threading
 import time
 from collections import deque
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import httpx
 import uvicorn
+
+
+@contextmanager
+def collector_runs_at_next_allocation(make_garbage: Callable[[], Any], count: int = 1) -> Iterator[None]:
+    """Cyclic garbage from ``make_garbage()`` (objects with finalizers, say) left for the
+    collector, which then runs at the first allocation of a tracked object in the block."""
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.disable()
+    for _ in range(count):
+        garbage = make_garbage()
+        garbage.cycle = garbage
+        del garbage
+    gc.set_threshold(1)
+    gc.enable()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
 
 
 def free_port() -> int:

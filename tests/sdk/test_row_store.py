@@ -13,6 +13,7 @@ import weakref
 from collections import deque
 
 import pytest
+from sdk_support import collector_runs_at_next_allocation
 
 from malti_sdk import TelemetryConfig, TelemetrySystem, _buffer, _records
 
@@ -109,19 +110,8 @@ def test_finalizers_that_record_during_take_and_clear_find_the_store_consistent(
 
     for i in range(3000):
         store.append(("GET", f"/r/{i % 5}", 200, float(i), "anonymous", None, 2.0))
-    threshold = gc.get_threshold()
-    gc.collect()
-    gc.disable()
-    for _ in range(20):  # cyclic garbage with finalizers, left for the collector
-        recorder = Recorder()
-        recorder.cycle = recorder
-        del recorder
-    gc.set_threshold(1)
-    gc.enable()
-    try:
+    with collector_runs_at_next_allocation(Recorder, count=20):
         taken = store.take(3000)
-    finally:
-        gc.set_threshold(*threshold)
     assert ran, "no finalizer ran during take(): the test proves nothing"
     assert [r[3] for r in taken] == [float(i) for i in range(3000)]
     assert [r[1] for r in store] == ["/from-finalizer"] * len(ran)

@@ -19,6 +19,8 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
+from sdk_support import collector_runs_at_next_allocation
+
 from malti_sdk import MaltiMiddleware, TelemetryConfig, TelemetrySystem
 from malti_sdk import _middleware, _records
 
@@ -500,7 +502,6 @@ def test_compiled_record_follows_a_rebuilt_index_and_the_consumer_header_ranks()
 def test_a_collection_during_record_cannot_free_what_the_row_takes():
     """On 3.11 allocating the row may run finalizers; one that empties the headers must not
     leave the row holding a freed consumer (it reads the headers after the allocation)."""
-    import gc
     from collections import deque
 
     speedups = _middleware._speedups
@@ -521,19 +522,9 @@ def test_a_collection_during_record_cannot_free_what_the_row_takes():
             size = len(b"consumer-")  # not a constant: fresh objects that reuse the freed memory
             kept.append([b"Z" * size + b"y" * 40 for _ in range(50)])
 
-    gc.collect()
     drain = [tuple([i] * 7) for i in range(5000)]  # no free 7-tuples: the row is a fresh allocation
-    threshold = gc.get_threshold()
-    gc.disable()
-    trap = Trap()
-    trap.cycle = trap
-    del trap
-    gc.set_threshold(1)
-    gc.enable()
-    try:
+    with collector_runs_at_next_allocation(Trap):
         assert speedups.record(watch, scope, snapshot) is True
-    finally:
-        gc.set_threshold(*threshold)
     assert kept, "the finalizer did not run during record(): the test proves nothing"
     assert rows[-1][4] in ("anonymous", b"consumer-" + b"x" * width)
     del drain
