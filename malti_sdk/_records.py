@@ -2,9 +2,10 @@
 
 On the request path a record is a plain tuple (:data:`Row`): building it costs one
 allocation (none with the compiled module, whose ``RowStore`` keeps the same fields in a
-C slot and makes the tuple when the sender takes the row). Everything else (ISO timestamps, JSON escaping, gzip) happens when a batch
-is encoded, in chunks that each take well under a millisecond, so the event loop
-keeps serving requests while a large backlog is sent.
+C slot and makes the tuple when the sender takes the row). Everything else (ISO
+timestamps, JSON escaping, gzip) happens when a batch is encoded, in chunks that each
+take well under a millisecond, so the event loop keeps serving requests while a large
+backlog is sent.
 """
 
 from __future__ import annotations
