@@ -661,7 +661,8 @@ row_store_popleft(RowStore *self, PyObject *unused)
 static PyObject *
 row_store_take(RowStore *self, PyObject *arg)
 {
-    Py_ssize_t count = PyNumber_AsSsize_t(arg, NULL); /* an int past the range: clamped, as a deque's loop takes all */
+    /* an int past the range is clamped: the deque path's loop takes all, or none */
+    Py_ssize_t count = PyNumber_AsSsize_t(arg, NULL);
     if (count == -1 && PyErr_Occurred())
         return NULL;
     if (count > self->count)
