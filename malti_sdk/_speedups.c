@@ -398,13 +398,6 @@ store_shrink(RowStore *self)
     store_resize(self, capacity);
 }
 
-/* the slot after the newest row (room reserved) */
-static inline Slot *
-store_end(RowStore *self)
-{
-    return &self->slots[(self->head + self->count) & (self->capacity - 1)];
-}
-
 /* a slot holding (new references to) a row: a usual row is kept in parts, any other as it is */
 static void
 slot_from_row(Slot *slot, PyObject *row)
@@ -475,6 +468,25 @@ slot_holds_gc(const Slot *slot)
            PyObject_IS_GC(slot->consumer) || PyObject_IS_GC(slot->context);
 }
 
+/* a filled slot (its references move in) put after the newest row, or before the oldest:
+ * room reserved. The only places rows enter the ring, so its counts stay right. */
+static inline void
+store_push_back(RowStore *self, const Slot *slot)
+{
+    self->slots[(self->head + self->count) & (self->capacity - 1)] = *slot;
+    self->holding_gc += slot_holds_gc(slot);
+    self->count++;
+}
+
+static inline void
+store_push_front(RowStore *self, const Slot *slot)
+{
+    self->head = (self->head - 1) & (self->capacity - 1);
+    self->slots[self->head] = *slot;
+    self->holding_gc += slot_holds_gc(slot);
+    self->count++;
+}
+
 /* the `count` oldest rows moved to a new array (NULL with MemoryError; count > 0) */
 static Slot *
 store_detach(RowStore *self, Py_ssize_t count)
@@ -503,12 +515,8 @@ store_prepend(RowStore *self, Slot *slots, Py_ssize_t count)
             slot_clear(&slots[i]);
         return -1;
     }
-    for (Py_ssize_t i = count - 1; i >= 0; i--) {
-        self->head = (self->head - 1) & (self->capacity - 1);
-        self->slots[self->head] = slots[i];
-        self->holding_gc += slot_holds_gc(&slots[i]);
-        self->count++;
-    }
+    for (Py_ssize_t i = count - 1; i >= 0; i--)
+        store_push_front(self, &slots[i]);
     return 0;
 }
 
@@ -605,10 +613,9 @@ store_add_row(RowStore *self, PyObject *row)
 {
     if (store_reserve(self, 1) < 0)
         return -1;
-    Slot *slot = store_end(self);
-    slot_from_row(slot, row);
-    self->holding_gc += slot_holds_gc(slot);
-    self->count++;
+    Slot slot;
+    slot_from_row(&slot, row);
+    store_push_back(self, &slot);
     return 0;
 }
 
@@ -632,10 +639,9 @@ row_store_extendleft(RowStore *self, PyObject *iterable)
         return NULL;
     }
     for (Py_ssize_t i = 0; i < count; i++) { /* each to the left in turn, as a deque does */
-        self->head = (self->head - 1) & (self->capacity - 1);
-        slot_from_row(&self->slots[self->head], PyList_GET_ITEM(items, i));
-        self->holding_gc += slot_holds_gc(&self->slots[self->head]);
-        self->count++;
+        Slot slot;
+        slot_from_row(&slot, PyList_GET_ITEM(items, i));
+        store_push_front(self, &slot);
     }
     Py_DECREF(items);
     Py_RETURN_NONE;
@@ -934,11 +940,11 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
     PyObject *clock = PyDict_GetItemWithError(clock_namespace, s_time);
     if (clock == NULL && PyErr_Occurred())
         goto error;
+    int real_clock = clock == NULL || clock == real_time;
     /* into a RowStore as a slot (no object made), else as a tuple through rows.append */
-    RowStore *store = Py_IS_TYPE(rows, &RowStoreType) && (clock == NULL || clock == real_time) ? (RowStore *)rows
-                                                                                                : NULL;
+    RowStore *store = real_clock && Py_IS_TYPE(rows, &RowStoreType) ? (RowStore *)rows : NULL;
     if (store == NULL) {
-        if (clock == NULL || clock == real_time)
+        if (real_clock)
             created = PyFloat_FromDouble(wall_now());
         else {
             Py_INCREF(clock); /* a caller owns what it calls */
@@ -986,16 +992,9 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
         /* reserved only now: the headers look-up above may run Python code (a scope key's __eq__) */
         if (store_reserve(store, 1) < 0)
             goto error;
-        Slot *slot = store_end(store);
-        slot->method = method;
-        slot->pattern = pattern;
-        slot->status = status;
-        slot->consumer = Py_NewRef(consumer);
-        slot->context = Py_NewRef(Py_None);
-        slot->elapsed = (end - watch->start) * 1000.0;
-        slot->created = wall_now();
-        store->holding_gc += slot_holds_gc(slot);
-        store->count++;
+        Slot slot = {method, pattern, status, Py_NewRef(consumer), Py_NewRef(Py_None),
+                     (end - watch->start) * 1000.0, wall_now()};
+        store_push_back(store, &slot);
         method = pattern = status = NULL; /* owned by the slot now */
         result = 1;
         goto done;
