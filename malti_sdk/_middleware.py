@@ -15,14 +15,19 @@ buffer. The sender forgets the snapshot whenever configuration, capacity or its 
 state changes, and :meth:`MaltiMiddleware._record` handles everything else and takes a
 new one.
 
-With ``malti_sdk._speedups`` built (a C compiler at install), the send wrapper and the
-common case run in C, with the same checks in the same order; everything else still
-comes here. The pure-Python path below stays the reference (and the fallback), and the
+With ``malti_sdk._speedups`` built (a C compiler at install), the request's awaitable,
+the send wrapper and the common case run in C, with the same checks in the same order;
+everything else still comes here. ``__call__`` is then a plain function returning that
+awaitable (a ``_speedups.Call``): no coroutine frame of ours sits in the request's await
+chain, which the app's coroutine would pass through at every resume. The pure-Python path below stays the reference (and the fallback), and the
 tests run on both.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections.abc
+import inspect
 import logging
 import sys
 from time import perf_counter, time
@@ -103,39 +108,30 @@ class MaltiMiddleware:
         """The system given to the constructor, else the process-wide one (as it is now)."""
         return self._system or _process_system()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function that returns the request's awaitable (asyncio and uvicorn take it
+        # for a coroutine function: see _mark_coroutine_function). With the compiled module,
+        # an HTTP request's is a _speedups.Call: no coroutine frame of ours in the request's
+        # await chain; it records the request when the app's coroutine ends, as _serve does.
+        call = _call
+        if call is not None:
+            return call(self, scope, receive, send)
+        return self._serve(scope, receive, send)
+
+    def _completed(self, scope: Scope, watch: Any) -> None:
+        """A request of the compiled path that its common case did not record (or that raised)."""
+        status = watch.status
+        if watch.end <= 0 or not status:  # the response was not complete
+            watch.mark_end()
+            status = 500
+        self._record(scope, status, watch.start, watch.end, watch.root, watch.params)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan" and self.auto_inject_lifespan:
                 await self._lifespan(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
-            return
-
-        if _watch is not None:  # the compiled request path: the same steps, the common case in C
-            watch = _watch(send, scope)  # also notes the start, root_path and path_params
-            record = _record_fast  # once: a switch of paths mid-request must not break this one
-            try:
-                await self.app(scope, receive, watch)
-            except Exception:
-                status = watch.status
-                if watch.end <= 0 or not status:  # the response was not complete
-                    watch.mark_end()
-                    status = 500
-                self._record(scope, status, watch.start, watch.end, watch.root, watch.params)
-                raise
-            snapshot = self._snapshot
-            if snapshot is not None:
-                try:
-                    if record(watch, scope, snapshot):
-                        return
-                except Exception:  # telemetry must never break the app
-                    self._failed()
-                    return
-            status = watch.status
-            if watch.end <= 0 or not status:  # the app returned without completing a response
-                watch.mark_end()
-                status = 500
-            self._record(scope, status, watch.start, watch.end, watch.root, watch.params)
             return
 
         # The pure-Python request path (no compiled module): the reference for the C one.
@@ -457,24 +453,49 @@ async def _send_last(watch: Any, send: Send, message: Message) -> None:
 
 def _use_speedups(module: Any) -> None:
     """Switch the request path: the compiled module, or None for pure Python (tests use both)."""
-    global _watch, _record_fast
+    global _call
     if module is None:
-        _watch = _record_fast = None
+        _call = None
         return
     from collections import deque
 
     # created_at comes from time.time() in C, unless this module's ``time`` was replaced
     # (a test's frozen clock): then the replacement is called, as the Python path does.
     try:
-        module.setup(KNOWN_METHODS, _CONSUMER_HEADERS, ANONYMOUS, _send_last, deque.append, globals(), _wall_clock)
+        module.setup(
+            KNOWN_METHODS, _CONSUMER_HEADERS, ANONYMOUS, _send_last, deque.append, globals(), _wall_clock,
+            _await_other, _raise_later,
+        )
+        collections.abc.Coroutine.register(module.Call)
     except Exception:  # never let the accelerator stop the app from importing
         logger.warning("Malti: malti_sdk._speedups could not be set up; using the pure-Python path", exc_info=True)
-        _watch = _record_fast = None
+        _call = None
         return
-    _watch, _record_fast = module.watch, module.record
+    _call = module.call
 
 
+async def _await_other(awaitable: Any) -> Any:
+    """For a Call: what an app returned that is not a coroutine, awaited as ``await`` would."""
+    return await awaitable
+
+
+async def _raise_later(exception: BaseException) -> None:
+    """For a Call: an exception the app raised when called, raised when the request is awaited."""
+    raise exception
+
+
+def _mark_coroutine_function(function: Any) -> None:
+    """Let asyncio, inspect (3.12+), uvicorn and Starlette take ``function`` for an ``async def``:
+    uvicorn serves an app object as ASGI 3 only when its ``__call__`` is one."""
+    marker = getattr(asyncio.coroutines, "_is_coroutine", None)
+    if marker is not None:
+        function._is_coroutine = marker
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    if mark is not None:
+        mark(function)
+
+
+_mark_coroutine_function(MaltiMiddleware.__call__)
 _wall_clock = time
-_watch: Any = None
-_record_fast: Any = None
+_call: Any = None
 _use_speedups(_speedups)

@@ -1,7 +1,13 @@
 /* Compiled request path of MaltiMiddleware (optional: malti_sdk/_middleware.py has the
  * same logic in Python, used when this module is not built or MALTI_SPEEDUPS=0).
  *
- * Three functions and three types, all called with the GIL held, none doing I/O:
+ * Four functions and four types, all called with the GIL held, none doing I/O:
+ *
+ *   call(middleware, scope, receive, send) -> Call
+ *       MaltiMiddleware.__call__ for an HTTP request (other scopes: middleware._serve).
+ *       Hands the app a Watch as its send and returns a Call: the request's awaitable,
+ *       which resumes the app's coroutine from C and records the request when it ends
+ *       (record() below, else the middleware's Python code); see "Call" below.
  *
  *   watch(send, scope) -> Watch
  *       The ``send`` handed to the app. Calling it with a message notes the status and
@@ -256,13 +262,8 @@ static PyTypeObject WatchType = {
 };
 
 static PyObject *
-speedups_watch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+watch_new(PyObject *send, PyObject *scope)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "watch(send, scope)");
-        return NULL;
-    }
-    PyObject *scope = args[1];
     PyObject *root = mapping_get(scope, s_root_path);
     if (root == NULL) {
         if (PyErr_Occurred())
@@ -290,7 +291,7 @@ speedups_watch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(params);
         return NULL;
     }
-    self->send = Py_NewRef(args[0]);
+    self->send = Py_NewRef(send);
     self->status = NULL;
     self->root = root;
     self->params = params;
@@ -299,6 +300,16 @@ speedups_watch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     self->start = monotonic_now();
     PyObject_GC_Track(self);
     return (PyObject *)self;
+}
+
+static PyObject *
+speedups_watch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "watch(send, scope)");
+        return NULL;
+    }
+    return watch_new(args[0], args[1]);
 }
 
 /* --------------------------------------------------------------------- RowStore */
@@ -1061,6 +1072,371 @@ speedups_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(result);
 }
 
+/* -------------------------------------------------------------------------- Call */
+
+/* What MaltiMiddleware.__call__ returns for an HTTP request when this module is used:
+ * the awaitable of the app's coroutine, which records the request when that coroutine
+ * ends. It replaces an ``async def __call__`` whose frame sat in the await chain of the
+ * request: a coroutine object made per request, and one more Python frame resumed each
+ * time the app's coroutine resumes. Here each resume is one C call (am_send) into the
+ * app's coroutine, and the end of the request is recorded as the Python path records it:
+ *
+ *   the app returned      record(watch, scope, middleware._snapshot) in C, else
+ *                         middleware._completed(scope, watch)
+ *   the app raised an     middleware._completed(scope, watch) (500 unless the response was
+ *   Exception             complete), then the same exception, traceback untouched
+ *   anything else         (cancellation, close()) nothing recorded, as the Python path
+ *
+ * Like the ``async def``, it returns None whatever the app's coroutine returned.
+ * It is a coroutine to asyncio (send, throw, close, __await__; registered with
+ * collections.abc.Coroutine by the Python side), so asyncio.run(), create_task() and
+ * anyio take it as they take the ``async def``'s coroutine. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *inner;      /* the app's coroutine (or a Call below), NULL once it ended */
+    PyObject *middleware; /* the MaltiMiddleware */
+    PyObject *scope;
+    PyObject *watch; /* the Watch handed to the app as its send */
+    char running;    /* in send, throw or close: a re-entrant call is refused, as a coroutine's */
+} Call;
+
+static PyTypeObject CallType;
+static PyObject *await_other; /* async def (awaitable): return await awaitable */
+static PyObject *raise_later; /* async def (exception): raise exception */
+static PyObject *s_http, *s_app, *s_snapshot, *s_completed, *s_serve, *s_failed, *s_throw, *s_close;
+
+/* The request ended: the app's coroutine returned (RETURN, *result its value) or raised
+ * (ERROR, the exception set). Records it, then returns what the caller must return. */
+static PySendResult
+call_ended(Call *self, PySendResult status, PyObject **result)
+{
+    PyObject *inner = self->inner;
+    self->inner = NULL;
+    if (status == PYGEN_RETURN) {
+        Py_XDECREF(inner);
+        Py_SETREF(*result, Py_NewRef(Py_None)); /* None, as the ``async def`` returned */
+        PyObject *snapshot = PyObject_GetAttr(self->middleware, s_snapshot);
+        if (snapshot == NULL)
+            PyErr_Clear();
+        int recorded = 0;
+        if (snapshot != NULL && snapshot != Py_None) {
+            recorded = record_row((Watch *)self->watch, self->scope, snapshot);
+            if (recorded < 0) { /* telemetry must never break the app: count it, go on */
+                PyErr_Clear();
+                PyObject *done = PyObject_CallMethodNoArgs(self->middleware, s_failed);
+                if (done == NULL)
+                    PyErr_Clear();
+                Py_XDECREF(done);
+                recorded = 1;
+            }
+        }
+        Py_XDECREF(snapshot);
+        if (!recorded) {
+            PyObject *done = PyObject_CallMethodObjArgs(self->middleware, s_completed, self->scope, self->watch, NULL);
+            if (done == NULL) { /* as an exception out of the Python path's own code would */
+                Py_CLEAR(*result);
+                return PYGEN_ERROR;
+            }
+            Py_DECREF(done);
+        }
+        return PYGEN_RETURN;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) { /* cancelled, GeneratorExit, ...: not recorded */
+        Py_XDECREF(inner);
+        return PYGEN_ERROR;
+    }
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    Py_XDECREF(inner);
+    PyObject *done = PyObject_CallMethodObjArgs(self->middleware, s_completed, self->scope, self->watch, NULL);
+    if (done == NULL) { /* _completed catches what recording raises; keep the app's exception */
+        PyErr_Clear();
+    }
+    Py_XDECREF(done);
+    PyErr_Restore(type, value, traceback);
+    return PYGEN_ERROR;
+}
+
+/* 0, or -1 with an error: the Call cannot be resumed now */
+static int
+call_check(Call *self)
+{
+    if (self->running) {
+        PyErr_SetString(PyExc_ValueError, "coroutine already executing");
+        return -1;
+    }
+    if (self->inner == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return -1;
+    }
+    return 0;
+}
+
+static PySendResult
+call_am_send(Call *self, PyObject *arg, PyObject **result)
+{
+    if (call_check(self) < 0) {
+        *result = NULL;
+        return PYGEN_ERROR;
+    }
+    self->running = 1;
+    PySendResult status = PyIter_Send(self->inner, arg, result);
+    self->running = 0;
+    if (status == PYGEN_NEXT)
+        return status;
+    return call_ended(self, status, result);
+}
+
+/* StopIteration(value), as a coroutine's send() and throw() raise it when it returns */
+static void
+set_stop_iteration(PyObject *value)
+{
+    if (value == Py_None) {
+        PyErr_SetNone(PyExc_StopIteration);
+        return;
+    }
+    PyObject *exception = PyObject_CallOneArg(PyExc_StopIteration, value);
+    if (exception != NULL) {
+        PyErr_SetObject(PyExc_StopIteration, exception);
+        Py_DECREF(exception);
+    }
+}
+
+static PyObject *
+call_iternext(Call *self)
+{
+    PyObject *result;
+    PySendResult status = call_am_send(self, Py_None, &result);
+    if (status == PYGEN_NEXT)
+        return result;
+    if (status == PYGEN_RETURN) {
+        if (result != Py_None)
+            set_stop_iteration(result);
+        Py_DECREF(result);
+    }
+    return NULL;
+}
+
+static PyObject *
+call_send_method(Call *self, PyObject *arg)
+{
+    PyObject *result;
+    PySendResult status = call_am_send(self, arg, &result);
+    if (status == PYGEN_NEXT)
+        return result;
+    if (status == PYGEN_RETURN) {
+        set_stop_iteration(result);
+        Py_DECREF(result);
+    }
+    return NULL;
+}
+
+static PyObject *
+call_throw(Call *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw(exception) or throw(type[, value[, traceback]])");
+        return NULL;
+    }
+    if (call_check(self) < 0)
+        return NULL;
+    PyObject *method = PyObject_GetAttr(self->inner, s_throw);
+    if (method == NULL)
+        return NULL;
+    self->running = 1;
+    PyObject *result = PyObject_Vectorcall(method, args, nargs, NULL);
+    self->running = 0;
+    Py_DECREF(method);
+    if (result != NULL)
+        return result; /* the app's coroutine caught it and is waiting again */
+    PySendResult status = PYGEN_ERROR;
+    if (PyErr_ExceptionMatches(PyExc_StopIteration)) { /* it caught it and returned */
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (value != NULL && PyObject_TypeCheck(value, (PyTypeObject *)PyExc_StopIteration)) {
+            result = Py_NewRef(((PyStopIterationObject *)value)->value);
+            status = PYGEN_RETURN;
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(traceback);
+        }
+        else
+            PyErr_Restore(type, value, traceback);
+    }
+    status = call_ended(self, status, &result);
+    if (status == PYGEN_RETURN) {
+        set_stop_iteration(result);
+        Py_DECREF(result);
+    }
+    return NULL;
+}
+
+static PyObject *
+call_close(Call *self, PyObject *unused)
+{
+    if (self->inner == NULL)
+        Py_RETURN_NONE;
+    if (call_check(self) < 0)
+        return NULL;
+    self->running = 1;
+    PyObject *done = PyObject_CallMethodNoArgs(self->inner, s_close);
+    self->running = 0;
+    if (done != NULL)
+        Py_CLEAR(self->inner); /* closed: the request was abandoned, nothing to record */
+    return done;
+}
+
+static PyObject *
+call_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static int
+call_traverse(Call *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->inner);
+    Py_VISIT(self->middleware);
+    Py_VISIT(self->scope);
+    Py_VISIT(self->watch);
+    return 0;
+}
+
+static int
+call_clear(Call *self)
+{
+    Py_CLEAR(self->inner);
+    Py_CLEAR(self->middleware);
+    Py_CLEAR(self->scope);
+    Py_CLEAR(self->watch);
+    return 0;
+}
+
+static void
+call_dealloc(Call *self)
+{
+    PyObject_GC_UnTrack(self);
+    call_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyAsyncMethods call_as_async = {
+    .am_await = call_await,
+    .am_send = (sendfunc)call_am_send,
+};
+
+static PyMethodDef call_methods[] = {
+    {"send", (PyCFunction)call_send_method, METH_O, "send(value): resume the request's coroutine"},
+    {"throw", (PyCFunction)(void (*)(void))call_throw, METH_FASTCALL, "throw(exception): raise it in the request"},
+    {"close", (PyCFunction)call_close, METH_NOARGS, "close(): abandon the request (nothing is recorded)"},
+    {NULL},
+};
+
+static PyMemberDef call_members[] = {
+    {"cr_await", T_OBJECT, offsetof(Call, inner), READONLY, "the app's coroutine, None once it ended"},
+    {"cr_running", T_BOOL, offsetof(Call, running), READONLY, "True while it runs"},
+    {NULL},
+};
+
+static PyObject *
+call_get_name(Call *self, void *qualified)
+{
+    return PyUnicode_FromString(qualified ? "MaltiMiddleware.__call__" : "__call__");
+}
+
+static PyGetSetDef call_getset[] = {
+    {"__name__", (getter)call_get_name, NULL, "as a coroutine's, for reprs", NULL},
+    {"__qualname__", (getter)call_get_name, NULL, "as a coroutine's, for reprs", (void *)1},
+    {NULL},
+};
+
+static PyTypeObject CallType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "malti_sdk._speedups.Call",
+    .tp_basicsize = sizeof(Call),
+    .tp_dealloc = (destructor)call_dealloc,
+    .tp_as_async = &call_as_async,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "One HTTP request through MaltiMiddleware: awaits the app, then records the request.",
+    .tp_traverse = (traverseproc)call_traverse,
+    .tp_clear = (inquiry)call_clear,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)call_iternext,
+    .tp_methods = call_methods,
+    .tp_members = call_members,
+    .tp_getset = call_getset,
+};
+
+/* call(middleware, scope, receive, send): MaltiMiddleware.__call__ with this module */
+static PyObject *
+speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "call(middleware, scope, receive, send)");
+        return NULL;
+    }
+    if (await_other == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "malti_sdk._speedups.setup() was not called");
+        return NULL;
+    }
+    PyObject *middleware = args[0], *scope = args[1];
+    PyObject *type = PyObject_GetItem(scope, s_type);
+    if (type == NULL)
+        return NULL;
+    int http = PyObject_RichCompareBool(type, s_http, Py_EQ);
+    Py_DECREF(type);
+    if (http < 0)
+        return NULL;
+    if (!http) /* lifespan, websocket, anything else: the Python side */
+        return PyObject_VectorcallMethod(s_serve, args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    PyObject *app = PyObject_GetAttr(middleware, s_app);
+    if (app == NULL)
+        return NULL;
+    PyObject *watch = watch_new(args[3], scope);
+    if (watch == NULL) {
+        Py_DECREF(app);
+        return NULL;
+    }
+    PyObject *app_args[3] = {scope, args[2], watch};
+    PyObject *inner = PyObject_Vectorcall(app, app_args, 3, NULL);
+    Py_DECREF(app);
+    if (inner == NULL) {
+        /* the app raised before returning its coroutine: raised when awaited, and recorded
+         * as a failed request, as the ``async def`` did */
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (value != NULL && traceback != NULL)
+            PyException_SetTraceback(value, traceback);
+        inner = value == NULL ? NULL : PyObject_CallOneArg(raise_later, value);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(traceback);
+    }
+    else if (!PyCoro_CheckExact(inner) && !Py_IS_TYPE(inner, &CallType)) {
+        /* another awaitable (or not one): awaited by Python, with its errors */
+        Py_SETREF(inner, PyObject_CallOneArg(await_other, inner));
+    }
+    if (inner == NULL) {
+        Py_DECREF(watch);
+        return NULL;
+    }
+    Call *self = PyObject_GC_New(Call, &CallType);
+    if (self == NULL) {
+        Py_DECREF(inner);
+        Py_DECREF(watch);
+        return NULL;
+    }
+    self->inner = inner;
+    self->middleware = Py_NewRef(middleware);
+    self->scope = Py_NewRef(scope);
+    self->watch = watch;
+    self->running = 0;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
 /* ------------------------------------------------------------------------ encode */
 
 typedef struct {
@@ -1774,9 +2150,9 @@ static PyTypeObject GzipWriterType = {
 static PyObject *
 speedups_setup(PyObject *module, PyObject *args)
 {
-    PyObject *methods, *headers, *anon, *last, *append, *namespace, *time_function;
-    if (!PyArg_ParseTuple(args, "O!O!UOOO!O:setup", &PyDict_Type, &methods, &PyDict_Type, &headers, &anon, &last,
-                          &append, &PyDict_Type, &namespace, &time_function))
+    PyObject *methods, *headers, *anon, *last, *append, *namespace, *time_function, *awaiter, *raiser;
+    if (!PyArg_ParseTuple(args, "O!O!UOOO!OOO:setup", &PyDict_Type, &methods, &PyDict_Type, &headers, &anon, &last,
+                          &append, &PyDict_Type, &namespace, &time_function, &awaiter, &raiser))
         return NULL;
     Py_XSETREF(known_methods, Py_NewRef(methods));
     Py_XSETREF(consumer_headers, Py_NewRef(headers));
@@ -1802,6 +2178,8 @@ speedups_setup(PyObject *module, PyObject *args)
     Py_XSETREF(row_append, Py_NewRef(append));
     Py_XSETREF(clock_namespace, Py_NewRef(namespace));
     Py_XSETREF(real_time, Py_NewRef(time_function));
+    Py_XSETREF(await_other, Py_NewRef(awaiter));
+    Py_XSETREF(raise_later, Py_NewRef(raiser));
     Py_RETURN_NONE;
 }
 
@@ -1812,8 +2190,11 @@ static PyMethodDef speedups_methods[] = {
      "record(watch, scope, snapshot) -> True when the common case recorded (or ignored) the request"},
     {"encode", (PyCFunction)(void (*)(void))speedups_encode, METH_FASTCALL,
      "encode(rows, prefixes, make_prefix, make_stamp) -> the rows' JSON objects, comma-joined, or None"},
+    {"call", (PyCFunction)(void (*)(void))speedups_call, METH_FASTCALL,
+     "call(middleware, scope, receive, send): MaltiMiddleware.__call__, a Call for an HTTP request"},
     {"setup", speedups_setup, METH_VARARGS,
-     "setup(known_methods, consumer_headers, anonymous, send_last, deque_append, namespace, time_time)"},
+     "setup(known_methods, consumer_headers, anonymous, send_last, deque_append, namespace, time_time,"
+     " await_other, raise_later)"},
     {NULL},
 };
 
@@ -1849,6 +2230,14 @@ PyInit__speedups(void)
         {&s_get, "get"},
         {&s_time, "time"},
         {&s_message, "message"},
+        {&s_http, "http"},
+        {&s_app, "app"},
+        {&s_snapshot, "_snapshot"},
+        {&s_completed, "_completed"},
+        {&s_serve, "_serve"},
+        {&s_failed, "_failed"},
+        {&s_throw, "throw"},
+        {&s_close, "close"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].target == NULL) {
@@ -1857,7 +2246,8 @@ PyInit__speedups(void)
                 return NULL;
         }
     }
-    if (PyType_Ready(&WatchType) < 0 || PyType_Ready(&GzipWriterType) < 0 || PyType_Ready(&RowStoreType) < 0)
+    if (PyType_Ready(&WatchType) < 0 || PyType_Ready(&GzipWriterType) < 0 || PyType_Ready(&RowStoreType) < 0 ||
+        PyType_Ready(&CallType) < 0)
         return NULL;
     gzip_tables_init();
     PyObject *module = PyModule_Create(&speedups_module);
@@ -1865,7 +2255,8 @@ PyInit__speedups(void)
         return NULL;
     /* the interface version malti_sdk/_records.py checks (SPEEDUPS_VERSION): raise it with
      * any change to the functions' arguments or results */
-    if (PyModule_AddIntConstant(module, "VERSION", 4) < 0 ||
+    if (PyModule_AddIntConstant(module, "VERSION", 5) < 0 ||
+        PyModule_AddObjectRef(module, "Call", (PyObject *)&CallType) < 0 ||
         PyModule_AddObjectRef(module, "Watch", (PyObject *)&WatchType) < 0 ||
         PyModule_AddObjectRef(module, "GzipWriter", (PyObject *)&GzipWriterType) < 0 ||
         PyModule_AddObjectRef(module, "RowStore", (PyObject *)&RowStoreType) < 0) {

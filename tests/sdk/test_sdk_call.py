@@ -1,0 +1,245 @@
+"""What ``MaltiMiddleware(app)(scope, receive, send)`` returns.
+
+``__call__`` is a plain function returning the request's awaitable: with the compiled
+module a ``_speedups.Call`` (no coroutine frame of the middleware in the request's await
+chain), else the ``_serve`` coroutine. Servers, asyncio and anyio must take either as they
+took an ``async def __call__``'s coroutine, and recording must not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import sys
+
+import anyio
+import pytest
+import uvicorn.config
+
+from malti_sdk import MaltiMiddleware
+
+pytestmark = pytest.mark.usefixtures("request_path")
+
+
+class Boom(Exception):
+    pass
+
+
+def rows(system):
+    return [(r[1], r[2]) for r in system.batch_sender.buffer.rows]
+
+
+@pytest.fixture
+def system(make_system):
+    return make_system(malti_url="http://127.0.0.1:9", batch_interval=3600, shutdown_timeout=0, clean_mode=False)
+
+
+def scope(path="/x"):
+    return {"type": "http", "method": "GET", "path": path, "root_path": "", "query_string": b"", "headers": []}
+
+
+async def receive():
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def send(message):
+    pass
+
+
+async def ok(scope, receive, send):
+    await send({"type": "http.response.start", "status": 201, "headers": []})
+    await send({"type": "http.response.body", "body": b"done"})
+    return "ignored"  # ASGI apps return None; the middleware returns None either way
+
+
+def test_servers_take_call_for_a_coroutine_function(system):
+    app = MaltiMiddleware(ok, telemetry_system=system)
+    assert asyncio.iscoroutinefunction(MaltiMiddleware.__call__)
+    assert asyncio.iscoroutinefunction(app.__call__)  # how uvicorn tells ASGI 3 from 2
+    if sys.version_info >= (3, 12):  # inspect.markcoroutinefunction exists from 3.12
+        assert inspect.iscoroutinefunction(app.__call__)
+    config = uvicorn.config.Config(app)
+    config.load()
+    assert config.interface == "asgi3"
+
+
+def test_asyncio_run_takes_the_call(system):
+    awaitable = MaltiMiddleware(ok, telemetry_system=system)(scope(), receive, send)
+    assert asyncio.iscoroutine(awaitable) and inspect.isawaitable(awaitable)
+    assert asyncio.run(awaitable) is None
+    assert rows(system) == [("<unmatched>", 201)]
+
+
+async def test_tasks_gather_and_anyio_take_the_call(system):
+    app = MaltiMiddleware(ok, telemetry_system=system)
+    task = asyncio.create_task(app(scope(), receive, send))
+    assert "MaltiMiddleware." in repr(task)
+    assert await task is None
+    assert await asyncio.gather(app(scope(), receive, send), app(scope(), receive, send)) == [None, None]
+    async with anyio.create_task_group() as group:
+        group.start_soon(app, scope(), receive, send)
+    assert rows(system) == [("<unmatched>", 201)] * 4
+
+
+async def test_nested_middlewares_each_record(system):
+    app = MaltiMiddleware(MaltiMiddleware(ok, telemetry_system=system), telemetry_system=system)
+    assert await app(scope(), receive, send) is None
+    assert rows(system) == [("<unmatched>", 201)] * 2
+
+
+async def test_an_app_raising_when_called_raises_when_awaited_and_is_recorded(system):
+    error = Boom("at call")
+
+    def raising(scope, receive, send):  # not async: raises before any awaitable exists
+        raise error
+
+    awaitable = MaltiMiddleware(raising, telemetry_system=system)(scope(), receive, send)
+    assert rows(system) == []
+    with pytest.raises(Boom) as caught:
+        await awaitable
+    assert caught.value is error
+    assert rows(system) == [("<unmatched>", 500)]
+
+
+async def test_other_awaitables_are_awaited_and_non_awaitables_fail_as_await_does(system):
+    def future_app(scope, receive, send):
+        future = asyncio.get_running_loop().create_future()
+        future.set_result("from a future")
+        return future
+
+    assert await MaltiMiddleware(future_app, telemetry_system=system)(scope(), receive, send) is None
+    with pytest.raises(TypeError, match="can't be used in 'await' expression"):
+        await MaltiMiddleware(lambda s, r, se: None, telemetry_system=system)(scope(), receive, send)
+    # no response was sent by either: the server answers 500
+    assert rows(system) == [("<unmatched>", 500)] * 2
+
+
+async def test_cancellation_propagates_and_records_nothing(system):
+    started = asyncio.Event()
+
+    async def slow(scope, receive, send):
+        started.set()
+        await asyncio.sleep(30)
+
+    task = asyncio.create_task(MaltiMiddleware(slow, telemetry_system=system)(scope(), receive, send))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert rows(system) == []
+
+
+async def test_an_app_that_handles_a_thrown_exception_completes_and_is_recorded(system):
+    started = asyncio.Event()
+
+    async def handles(scope, receive, send):
+        try:
+            started.set()
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return "handled"
+
+    task = asyncio.create_task(MaltiMiddleware(handles, telemetry_system=system)(scope(), receive, send))
+    await started.wait()
+    task.cancel()
+    assert await task is None
+    assert rows(system) == [("<unmatched>", 503)]
+
+
+async def test_an_exception_after_the_response_started_is_recorded_and_the_same_object(system):
+    error = Boom("late")
+
+    async def late(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise error
+
+    with pytest.raises(Boom) as caught:
+        await MaltiMiddleware(late, telemetry_system=system)(scope(), receive, send)
+    assert caught.value is error
+    assert rows(system) == [("<unmatched>", 500)]
+
+
+def test_close_abandons_the_request_and_records_nothing(system):
+    awaitable = MaltiMiddleware(ok, telemetry_system=system)(scope(), receive, send)
+    awaitable.close()
+    awaitable.close()  # again: nothing left to close
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        awaitable.send(None)
+    assert rows(system) == []
+
+
+def test_driven_by_hand_it_behaves_as_a_coroutine(system):
+    """send/throw as asyncio's Task and a server's await chain use them."""
+    app = MaltiMiddleware(ok, telemetry_system=system)
+    awaitable = app(scope(), receive, send)
+    with pytest.raises(StopIteration) as stop:
+        awaitable.send(None)  # ok() never suspends: it runs to its end at once
+    assert stop.value.value is None
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        awaitable.send(None)
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        awaitable.throw(Boom("after"))
+
+    class Suspends:
+        def __await__(self):
+            return (yield "suspended")
+
+    async def twice(scope, receive, send):
+        value = await Suspends()
+        try:
+            await Suspends()
+        except Boom:
+            await send({"type": "http.response.start", "status": 202, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            assert value == "first answer"
+
+    awaitable = MaltiMiddleware(twice, telemetry_system=system)(scope(), receive, send)
+    assert awaitable.send(None) == "suspended"
+    assert awaitable.send("first answer") == "suspended"
+    with pytest.raises(StopIteration) as stop:
+        awaitable.throw(Boom("handled by the app"))
+    assert stop.value.value is None
+    assert rows(system) == [("<unmatched>", 201), ("<unmatched>", 202)]
+
+
+def test_resuming_it_from_inside_itself_is_refused(system):
+    holder = {}
+
+    async def reentrant(scope, receive, send):
+        with pytest.raises(ValueError, match="already executing"):
+            holder["awaitable"].send(None)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    awaitable = holder["awaitable"] = MaltiMiddleware(reentrant, telemetry_system=system)(scope(), receive, send)
+    with pytest.raises(StopIteration):
+        awaitable.send(None)
+    assert rows(system) == [("<unmatched>", 200)]
+    del holder["awaitable"], awaitable
+
+
+def test_an_awaitable_never_awaited_is_freed_with_the_usual_warning(system):
+    app = MaltiMiddleware(ok, telemetry_system=system)
+    with pytest.warns(RuntimeWarning, match="was never awaited"):
+        app(scope(), receive, send)
+        gc.collect()
+    assert rows(system) == []
+
+
+def test_a_call_in_a_reference_cycle_is_collected(system):
+    import weakref
+
+    class Marker:
+        pass
+
+    marker = Marker()
+    request = {**scope(), "marker": marker}
+    request["awaitable"] = MaltiMiddleware(ok, telemetry_system=system)(request, receive, send)
+    request["awaitable"].close()  # (no never-awaited warning)
+    alive = weakref.ref(marker)
+    del marker, request
+    gc.collect()
+    assert alive() is None
