@@ -80,15 +80,17 @@ class MaltiMiddleware:
         self.auto_inject_lifespan = auto_inject_lifespan
         self._system = telemetry_system
         self._cached: tuple | None = None  # (config, sender, buffer, settings...) of _settings()
-        # (rows, backlog limit, clean_mode, route index) while the common case applies, else None
-        self._snapshot: tuple | None = None
+        # [(rows, backlog limit, clean_mode, route index)] while the common case applies, else
+        # [None]: a one-item list, which the compiled Call reads at the end of each request
+        # without an attribute look-up (see the _snapshot property)
+        self._cell: list = [None]
 
     # Class-level defaults: a subclass written for the original may skip our __init__.
     auto_inject_lifespan = True
     _system: TelemetrySystem | None = None
     _followed: Any = None  # the process-wide system last found (see _current_system)
     _cached: tuple | None = None
-    _snapshot: tuple | None = None
+    _cell: list | None = None  # (a subclass that skipped __init__: made by the first snapshot)
     _hooks: tuple[str, ...] = ()  # the original's extension points a subclass overrides
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -104,6 +106,21 @@ class MaltiMiddleware:
         return routes
 
     @property
+    def _snapshot(self) -> tuple | None:
+        """What the common case needs, while it applies: (rows, backlog limit, clean_mode,
+        route index); else None. The sender forgets it on any change (_forget_snapshot)."""
+        cell = self._cell
+        return None if cell is None else cell[0]
+
+    @_snapshot.setter
+    def _snapshot(self, snapshot: tuple | None) -> None:
+        cell = self._cell
+        if cell is None:
+            self._cell = [snapshot]
+        else:
+            cell[0] = snapshot
+
+    @property
     def telemetry_system(self) -> TelemetrySystem:
         """The system given to the constructor, else the process-wide one (as it is now)."""
         return self._system or _process_system()
@@ -115,7 +132,7 @@ class MaltiMiddleware:
         # await chain; it records the request when the app's coroutine ends, as _serve does.
         call = _call
         if call is not None:
-            return call(self, scope, receive, send)
+            return call(self, self.app, self._cell, scope, receive, send)
         return self._serve(scope, receive, send)
 
     def _completed(self, scope: Scope, watch: Any) -> None:
@@ -176,7 +193,8 @@ class MaltiMiddleware:
             self._record(scope, status, start, end, root, params)
             raise
         # The common case, inline (see the module docstring); anything else: _record.
-        snapshot = self._snapshot
+        cell = self._cell
+        snapshot = None if cell is None else cell[0]
         if snapshot is not None and end > 0 and type(status) is int and 100 <= status <= 599:
             try:
                 rows, limit, clean_mode, index = snapshot

@@ -3,7 +3,7 @@
  *
  * Four functions and four types, all called with the GIL held, none doing I/O:
  *
- *   call(middleware, scope, receive, send) -> Call
+ *   call(middleware, app, cell, scope, receive, send) -> Call
  *       MaltiMiddleware.__call__ for an HTTP request (other scopes: middleware._serve).
  *       Hands the app a Watch as its send and returns a Call: the request's awaitable,
  *       which resumes the app's coroutine from C and records the request when it ends
@@ -1081,7 +1081,7 @@ speedups_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * time the app's coroutine resumes. Here each resume is one C call (am_send) into the
  * app's coroutine, and the end of the request is recorded as the Python path records it:
  *
- *   the app returned      record(watch, scope, middleware._snapshot) in C, else
+ *   the app returned      record(watch, scope, snapshot) in C, else
  *                         middleware._completed(scope, watch)
  *   the app raised an     middleware._completed(scope, watch) (500 unless the response was
  *   Exception             complete), then the same exception, traceback untouched
@@ -1095,6 +1095,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *inner;      /* the app's coroutine (or a Call below), NULL once it ended */
     PyObject *middleware; /* the MaltiMiddleware */
+    PyObject *cell;       /* its _cell: [snapshot or None], read when the request ends */
     PyObject *scope;
     PyObject *watch; /* the Watch handed to the app as its send */
     char running;    /* in send, throw or close: a re-entrant call is refused, as a coroutine's */
@@ -1103,7 +1104,7 @@ typedef struct {
 static PyTypeObject CallType;
 static PyObject *await_other; /* async def (awaitable): return await awaitable */
 static PyObject *raise_later; /* async def (exception): raise exception */
-static PyObject *s_http, *s_app, *s_snapshot, *s_completed, *s_serve, *s_failed, *s_throw, *s_close;
+static PyObject *s_http, *s_completed, *s_serve, *s_failed, *s_throw, *s_close;
 
 /* The request ended: the app's coroutine returned (RETURN, *result its value) or raised
  * (ERROR, the exception set). Records it, then returns what the caller must return. */
@@ -1115,9 +1116,10 @@ call_ended(Call *self, PySendResult status, PyObject **result)
     if (status == PYGEN_RETURN) {
         Py_XDECREF(inner);
         Py_SETREF(*result, Py_NewRef(Py_None)); /* None, as the ``async def`` returned */
-        PyObject *snapshot = PyObject_GetAttr(self->middleware, s_snapshot);
-        if (snapshot == NULL)
-            PyErr_Clear();
+        /* the middleware's snapshot as it is now (the sender may have dropped it meanwhile) */
+        PyObject *cell = self->cell, *snapshot = NULL;
+        if (PyList_CheckExact(cell) && PyList_GET_SIZE(cell) == 1)
+            snapshot = Py_NewRef(PyList_GET_ITEM(cell, 0));
         int recorded = 0;
         if (snapshot != NULL && snapshot != Py_None) {
             recorded = record_row((Watch *)self->watch, self->scope, snapshot);
@@ -1298,6 +1300,7 @@ call_traverse(Call *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->inner);
     Py_VISIT(self->middleware);
+    Py_VISIT(self->cell);
     Py_VISIT(self->scope);
     Py_VISIT(self->watch);
     return 0;
@@ -1308,6 +1311,7 @@ call_clear(Call *self)
 {
     Py_CLEAR(self->inner);
     Py_CLEAR(self->middleware);
+    Py_CLEAR(self->cell);
     Py_CLEAR(self->scope);
     Py_CLEAR(self->watch);
     return 0;
@@ -1368,19 +1372,21 @@ static PyTypeObject CallType = {
     .tp_getset = call_getset,
 };
 
-/* call(middleware, scope, receive, send): MaltiMiddleware.__call__ with this module */
+/* call(middleware, app, cell, scope, receive, send): MaltiMiddleware.__call__ with this
+ * module. The Python side reads app and cell (middleware.app, middleware._cell): its
+ * specialised attribute reads cost a fraction of PyObject_GetAttr's from here. */
 static PyObject *
 speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "call(middleware, scope, receive, send)");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "call(middleware, app, cell, scope, receive, send)");
         return NULL;
     }
     if (await_other == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "malti_sdk._speedups.setup() was not called");
         return NULL;
     }
-    PyObject *middleware = args[0], *scope = args[1];
+    PyObject *middleware = args[0], *app = args[1], *cell = args[2], *scope = args[3];
     PyObject *type = PyObject_GetItem(scope, s_type);
     if (type == NULL)
         return NULL;
@@ -1388,19 +1394,15 @@ speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_DECREF(type);
     if (http < 0)
         return NULL;
-    if (!http) /* lifespan, websocket, anything else: the Python side */
-        return PyObject_VectorcallMethod(s_serve, args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    PyObject *app = PyObject_GetAttr(middleware, s_app);
-    if (app == NULL)
-        return NULL;
-    PyObject *watch = watch_new(args[3], scope);
-    if (watch == NULL) {
-        Py_DECREF(app);
-        return NULL;
+    if (!http) { /* lifespan, websocket, anything else: the Python side */
+        PyObject *serve_args[4] = {middleware, scope, args[4], args[5]};
+        return PyObject_VectorcallMethod(s_serve, serve_args, 4, NULL);
     }
-    PyObject *app_args[3] = {scope, args[2], watch};
+    PyObject *watch = watch_new(args[5], scope);
+    if (watch == NULL)
+        return NULL;
+    PyObject *app_args[3] = {scope, args[4], watch};
     PyObject *inner = PyObject_Vectorcall(app, app_args, 3, NULL);
-    Py_DECREF(app);
     if (inner == NULL) {
         /* the app raised before returning its coroutine: raised when awaited, and recorded
          * as a failed request, as the ``async def`` did */
@@ -1430,6 +1432,7 @@ speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     self->inner = inner;
     self->middleware = Py_NewRef(middleware);
+    self->cell = Py_NewRef(cell);
     self->scope = Py_NewRef(scope);
     self->watch = watch;
     self->running = 0;
@@ -2191,7 +2194,7 @@ static PyMethodDef speedups_methods[] = {
     {"encode", (PyCFunction)(void (*)(void))speedups_encode, METH_FASTCALL,
      "encode(rows, prefixes, make_prefix, make_stamp) -> the rows' JSON objects, comma-joined, or None"},
     {"call", (PyCFunction)(void (*)(void))speedups_call, METH_FASTCALL,
-     "call(middleware, scope, receive, send): MaltiMiddleware.__call__, a Call for an HTTP request"},
+     "call(middleware, app, cell, scope, receive, send): MaltiMiddleware.__call__, a Call for an HTTP request"},
     {"setup", speedups_setup, METH_VARARGS,
      "setup(known_methods, consumer_headers, anonymous, send_last, deque_append, namespace, time_time,"
      " await_other, raise_later)"},
@@ -2231,8 +2234,6 @@ PyInit__speedups(void)
         {&s_time, "time"},
         {&s_message, "message"},
         {&s_http, "http"},
-        {&s_app, "app"},
-        {&s_snapshot, "_snapshot"},
         {&s_completed, "_completed"},
         {&s_serve, "_serve"},
         {&s_failed, "_failed"},
