@@ -92,6 +92,7 @@ class MaltiMiddleware:
     _cached: tuple | None = None
     _cell: list | None = None  # (a subclass that skipped __init__: made by the first snapshot)
     _hooks: tuple[str, ...] = ()  # the original's extension points a subclass overrides
+    _route_resolver: RouteResolver | None = None  # see _routes
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -99,10 +100,12 @@ class MaltiMiddleware:
 
     @property
     def _routes(self) -> RouteResolver:
-        # Built on first use, so a subclass that skipped our __init__ has one too.
-        routes = self.__dict__.get("_route_resolver")
+        # Built on first use, so a subclass that skipped our __init__ has one too. (Not through
+        # self.__dict__: on 3.11, an instance whose __dict__ was asked for keeps its attributes
+        # in a dict that no attribute read of __call__ can be specialised for.)
+        routes = self._route_resolver
         if routes is None:
-            routes = self.__dict__["_route_resolver"] = RouteResolver(self.app, on_rebuild=self._forget_snapshot)
+            routes = self._route_resolver = RouteResolver(self.app, on_rebuild=self._forget_snapshot)
         return routes
 
     @property
