@@ -243,3 +243,31 @@ def test_a_call_in_a_reference_cycle_is_collected(system):
     del marker, request
     gc.collect()
     assert alive() is None
+
+
+async def test_the_middleware_keeps_its_attributes_inline(system):
+    """CPython 3.11+ specialises __call__'s reads of self.app and self._cell only while the
+    middleware's attributes stay inline in the object: once its __dict__ was asked for (as
+    _routes once did), each became a generic look-up on every request. An object whose
+    attributes are inline shows the collector their values; one with a __dict__, the dict."""
+    import platform
+
+    if platform.python_implementation() != "CPython" or sys.version_info < (3, 11):
+        pytest.skip("inline attributes are CPython 3.11+'s")
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def user(request):
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/users/{user_id}", user)])
+    app.add_middleware(MaltiMiddleware, telemetry_system=system)
+    for i in range(20):  # the full path (route index, snapshot), then the common case
+        await app({**scope(f"/users/{i}"), "app": app}, receive, send)
+    layer = app.middleware_stack
+    while not isinstance(layer, MaltiMiddleware):
+        layer = layer.app
+    assert layer._snapshot is not None and layer._route_resolver is not None
+    assert not any(type(referent) is dict for referent in gc.get_referents(layer))
+    assert rows(system)[-1] == ("/users/{user_id}", 200)
