@@ -485,7 +485,7 @@ def _use_speedups(module: Any) -> None:
     try:
         module.setup(
             KNOWN_METHODS, _CONSUMER_HEADERS, ANONYMOUS, _send_last, deque.append, globals(), _wall_clock,
-            _await_other, _raise_later,
+            _raise_later,
         )
         collections.abc.Coroutine.register(module.Call)
     except Exception:  # never let the accelerator stop the app from importing
@@ -493,11 +493,6 @@ def _use_speedups(module: Any) -> None:
         _call = None
         return
     _call = module.call
-
-
-async def _await_other(awaitable: Any) -> Any:
-    """For a Call: what an app returned that is not a coroutine, awaited as ``await`` would."""
-    return await awaitable
 
 
 async def _raise_later(exception: BaseException) -> None:

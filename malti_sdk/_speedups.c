@@ -1102,7 +1102,6 @@ typedef struct {
 } Call;
 
 static PyTypeObject CallType;
-static PyObject *await_other; /* async def (awaitable): return await awaitable */
 static PyObject *raise_later; /* async def (exception): raise exception */
 static PyObject *s_http, *s_completed, *s_serve, *s_failed, *s_throw, *s_close;
 
@@ -1233,6 +1232,50 @@ call_send_method(Call *self, PyObject *arg)
     return NULL;
 }
 
+/* throw()'s arguments as the current exception, as a coroutine raises them where it waits */
+static int
+set_thrown(PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *thrown = args[0], *value = nargs > 1 ? args[1] : Py_None;
+    PyObject *traceback = nargs > 2 ? args[2] : Py_None;
+    if (traceback != Py_None && !PyTraceBack_Check(traceback)) {
+        PyErr_SetString(PyExc_TypeError, "throw() third argument must be a traceback object");
+        return -1;
+    }
+    if (PyExceptionClass_Check(thrown)) {
+        PyObject *type = thrown, *instance = Py_NewRef(value), *tb = NULL;
+        PyObject *held = Py_NewRef(type);
+        PyErr_NormalizeException(&held, &instance, &tb);
+        Py_XDECREF(tb);
+        if (instance == NULL || !PyExceptionInstance_Check(instance)) {
+            Py_XDECREF(held);
+            Py_XDECREF(instance);
+            return -1;
+        }
+        Py_DECREF(held);
+        thrown = instance;
+    }
+    else if (PyExceptionInstance_Check(thrown)) {
+        if (value != Py_None) {
+            PyErr_SetString(PyExc_TypeError, "instance exception may not have a separate value");
+            return -1;
+        }
+        Py_INCREF(thrown);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException, not %s",
+                     Py_TYPE(thrown)->tp_name);
+        return -1;
+    }
+    if (traceback != Py_None && PyException_SetTraceback(thrown, traceback) < 0) {
+        Py_DECREF(thrown);
+        return -1;
+    }
+    PyErr_SetObject((PyObject *)Py_TYPE(thrown), thrown);
+    Py_DECREF(thrown);
+    return 0;
+}
+
 static PyObject *
 call_throw(Call *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1242,15 +1285,23 @@ call_throw(Call *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (call_check(self) < 0)
         return NULL;
-    PyObject *method = PyObject_GetAttr(self->inner, s_throw);
-    if (method == NULL)
-        return NULL;
-    self->running = 1;
-    PyObject *result = PyObject_Vectorcall(method, args, nargs, NULL);
-    self->running = 0;
-    Py_DECREF(method);
-    if (result != NULL)
-        return result; /* the app's coroutine caught it and is waiting again */
+    PyObject *method = PyObject_GetAttr(self->inner, s_throw), *result = NULL;
+    if (method == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return NULL;
+        /* an iterator without throw(): raised where the app is awaited, as ``await`` does */
+        PyErr_Clear();
+        if (set_thrown(args, nargs) < 0)
+            return NULL;
+    }
+    else {
+        self->running = 1;
+        result = PyObject_Vectorcall(method, args, nargs, NULL);
+        self->running = 0;
+        Py_DECREF(method);
+        if (result != NULL)
+            return result; /* the app's coroutine caught it and is waiting again */
+    }
     PySendResult status = PYGEN_ERROR;
     if (PyErr_ExceptionMatches(PyExc_StopIteration)) { /* it caught it and returned */
         PyObject *type, *value, *traceback;
@@ -1281,9 +1332,19 @@ call_close(Call *self, PyObject *unused)
         Py_RETURN_NONE;
     if (call_check(self) < 0)
         return NULL;
-    self->running = 1;
-    PyObject *done = PyObject_CallMethodNoArgs(self->inner, s_close);
-    self->running = 0;
+    PyObject *method = PyObject_GetAttr(self->inner, s_close), *done;
+    if (method == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return NULL;
+        PyErr_Clear(); /* an iterator without close(): only let go of it, as ``await`` does */
+        done = Py_NewRef(Py_None);
+    }
+    else {
+        self->running = 1;
+        done = PyObject_CallNoArgs(method);
+        self->running = 0;
+        Py_DECREF(method);
+    }
     if (done != NULL)
         Py_CLEAR(self->inner); /* closed: the request was abandoned, nothing to record */
     return done;
@@ -1372,6 +1433,50 @@ static PyTypeObject CallType = {
     .tp_getset = call_getset,
 };
 
+/* What ``await obj`` resumes (CPython's _PyCoro_GetAwaitableIter): a coroutine itself, a
+ * generator-based coroutine itself, else what obj.__await__() returns, which must be an
+ * iterator and not a coroutine. A new reference (awaitable's is left as it was), or NULL with
+ * the TypeError ``await`` raises. */
+static PyObject *
+awaitable_iter(PyObject *awaitable)
+{
+    if (PyCoro_CheckExact(awaitable))
+        return Py_NewRef(awaitable);
+    if (PyGen_CheckExact(awaitable)) { /* @types.coroutine: CO_ITERABLE_COROUTINE */
+        PyObject *code = PyObject_GetAttrString(awaitable, "gi_code");
+        long flags = 0;
+        if (code != NULL) {
+            PyObject *value = PyObject_GetAttrString(code, "co_flags");
+            flags = value == NULL ? 0 : PyLong_AsLong(value);
+            Py_XDECREF(value);
+            Py_DECREF(code);
+        }
+        if (PyErr_Occurred())
+            return NULL;
+        if (flags & CO_ITERABLE_COROUTINE)
+            return Py_NewRef(awaitable);
+    }
+    unaryfunc getter = Py_TYPE(awaitable)->tp_as_async != NULL ? Py_TYPE(awaitable)->tp_as_async->am_await : NULL;
+    if (getter == NULL) {
+        PyErr_Format(PyExc_TypeError, "object %.100s can't be used in 'await' expression", Py_TYPE(awaitable)->tp_name);
+        return NULL;
+    }
+    PyObject *iterator = getter(awaitable);
+    if (iterator == NULL)
+        return NULL;
+    if (PyCoro_CheckExact(iterator)) {
+        PyErr_SetString(PyExc_TypeError, "__await__() returned a coroutine");
+        Py_DECREF(iterator);
+        return NULL;
+    }
+    if (!PyIter_Check(iterator)) {
+        PyErr_Format(PyExc_TypeError, "__await__() returned non-iterator of type '%.100s'", Py_TYPE(iterator)->tp_name);
+        Py_DECREF(iterator);
+        return NULL;
+    }
+    return iterator;
+}
+
 /* call(middleware, app, cell, scope, receive, send): MaltiMiddleware.__call__ with this
  * module. The Python side reads app and cell (middleware.app, middleware._cell): its
  * specialised attribute reads cost a fraction of PyObject_GetAttr's from here. */
@@ -1382,7 +1487,7 @@ speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "call(middleware, app, cell, scope, receive, send)");
         return NULL;
     }
-    if (await_other == NULL) {
+    if (raise_later == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "malti_sdk._speedups.setup() was not called");
         return NULL;
     }
@@ -1403,9 +1508,11 @@ speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     PyObject *app_args[3] = {scope, args[4], watch};
     PyObject *inner = PyObject_Vectorcall(app, app_args, 3, NULL);
+    if (inner != NULL && !PyCoro_CheckExact(inner) && !Py_IS_TYPE(inner, &CallType))
+        Py_SETREF(inner, awaitable_iter(inner)); /* what ``await`` would resume */
     if (inner == NULL) {
-        /* the app raised before returning its coroutine: raised when awaited, and recorded
-         * as a failed request, as the ``async def`` did */
+        /* the app raised before returning its coroutine, or returned what cannot be awaited:
+         * raised when awaited, and recorded as a failed request, as the ``async def`` did */
         PyObject *type, *value, *traceback;
         PyErr_Fetch(&type, &value, &traceback);
         PyErr_NormalizeException(&type, &value, &traceback);
@@ -1415,10 +1522,6 @@ speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(type);
         Py_XDECREF(value);
         Py_XDECREF(traceback);
-    }
-    else if (!PyCoro_CheckExact(inner) && !Py_IS_TYPE(inner, &CallType)) {
-        /* another awaitable (or not one): awaited by Python, with its errors */
-        Py_SETREF(inner, PyObject_CallOneArg(await_other, inner));
     }
     if (inner == NULL) {
         Py_DECREF(watch);
@@ -2153,9 +2256,9 @@ static PyTypeObject GzipWriterType = {
 static PyObject *
 speedups_setup(PyObject *module, PyObject *args)
 {
-    PyObject *methods, *headers, *anon, *last, *append, *namespace, *time_function, *awaiter, *raiser;
-    if (!PyArg_ParseTuple(args, "O!O!UOOO!OOO:setup", &PyDict_Type, &methods, &PyDict_Type, &headers, &anon, &last,
-                          &append, &PyDict_Type, &namespace, &time_function, &awaiter, &raiser))
+    PyObject *methods, *headers, *anon, *last, *append, *namespace, *time_function, *raiser;
+    if (!PyArg_ParseTuple(args, "O!O!UOOO!OO:setup", &PyDict_Type, &methods, &PyDict_Type, &headers, &anon, &last,
+                          &append, &PyDict_Type, &namespace, &time_function, &raiser))
         return NULL;
     Py_XSETREF(known_methods, Py_NewRef(methods));
     Py_XSETREF(consumer_headers, Py_NewRef(headers));
@@ -2181,7 +2284,6 @@ speedups_setup(PyObject *module, PyObject *args)
     Py_XSETREF(row_append, Py_NewRef(append));
     Py_XSETREF(clock_namespace, Py_NewRef(namespace));
     Py_XSETREF(real_time, Py_NewRef(time_function));
-    Py_XSETREF(await_other, Py_NewRef(awaiter));
     Py_XSETREF(raise_later, Py_NewRef(raiser));
     Py_RETURN_NONE;
 }
@@ -2197,7 +2299,7 @@ static PyMethodDef speedups_methods[] = {
      "call(middleware, app, cell, scope, receive, send): MaltiMiddleware.__call__, a Call for an HTTP request"},
     {"setup", speedups_setup, METH_VARARGS,
      "setup(known_methods, consumer_headers, anonymous, send_last, deque_append, namespace, time_time,"
-     " await_other, raise_later)"},
+     " raise_later)"},
     {NULL},
 };
 
@@ -2256,7 +2358,7 @@ PyInit__speedups(void)
         return NULL;
     /* the interface version malti_sdk/_records.py checks (SPEEDUPS_VERSION): raise it with
      * any change to the functions' arguments or results */
-    if (PyModule_AddIntConstant(module, "VERSION", 5) < 0 ||
+    if (PyModule_AddIntConstant(module, "VERSION", 6) < 0 ||
         PyModule_AddObjectRef(module, "Call", (PyObject *)&CallType) < 0 ||
         PyModule_AddObjectRef(module, "Watch", (PyObject *)&WatchType) < 0 ||
         PyModule_AddObjectRef(module, "GzipWriter", (PyObject *)&GzipWriterType) < 0 ||
