@@ -236,9 +236,10 @@ class MaltiMiddleware:
     def _forget_snapshot(self) -> None:
         self._snapshot = None
 
-    def _failed(self) -> None:
-        """A request could not be recorded (a bug, or input nothing anticipated): count it."""
-        logger.debug("Malti: could not record a request", exc_info=True)
+    def _failed(self, error: BaseException | None = None) -> None:
+        """A request could not be recorded (a bug, or input nothing anticipated): count it.
+        ``error``: what the compiled path caught (the Python path calls this in its handler)."""
+        logger.debug("Malti: could not record a request", exc_info=error if error is not None else True)
         try:
             self._settings()[2].count_dropped("error", 1)  # (None for a stand-in: nothing to count in)
         except Exception:

@@ -1099,6 +1099,7 @@ typedef struct {
     PyObject *scope;
     PyObject *watch; /* the Watch handed to the app as its send */
     char running;    /* in send, throw or close: a re-entrant call is refused, as a coroutine's */
+    char started;    /* sent to once: the ``async def``'s coroutine would be running the app */
 } Call;
 
 static PyTypeObject CallType;
@@ -1122,12 +1123,19 @@ call_ended(Call *self, PySendResult status, PyObject **result)
         int recorded = 0;
         if (snapshot != NULL && snapshot != Py_None) {
             recorded = record_row((Watch *)self->watch, self->scope, snapshot);
-            if (recorded < 0) { /* telemetry must never break the app: count it, go on */
-                PyErr_Clear();
-                PyObject *done = PyObject_CallMethodNoArgs(self->middleware, s_failed);
+            if (recorded < 0) { /* telemetry must never break the app: count it (and log it), go on */
+                PyObject *type, *value, *traceback;
+                PyErr_Fetch(&type, &value, &traceback);
+                PyErr_NormalizeException(&type, &value, &traceback);
+                if (value != NULL && traceback != NULL)
+                    PyException_SetTraceback(value, traceback);
+                PyObject *done = PyObject_CallMethodOneArg(self->middleware, s_failed, value ? value : Py_None);
                 if (done == NULL)
                     PyErr_Clear();
                 Py_XDECREF(done);
+                Py_XDECREF(type);
+                Py_XDECREF(value);
+                Py_XDECREF(traceback);
                 recorded = 1;
             }
         }
@@ -1180,6 +1188,14 @@ call_am_send(Call *self, PyObject *arg, PyObject **result)
         *result = NULL;
         return PYGEN_ERROR;
     }
+    if (!self->started) {
+        if (arg != Py_None) {
+            PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started coroutine");
+            *result = NULL;
+            return PYGEN_ERROR;
+        }
+        self->started = 1;
+    }
     self->running = 1;
     PySendResult status = PyIter_Send(self->inner, arg, result);
     self->running = 0;
@@ -1230,6 +1246,25 @@ call_send_method(Call *self, PyObject *arg)
         Py_DECREF(result);
     }
     return NULL;
+}
+
+/* Let go of the app's awaitable before anything ran (throw() or close() first): closed, so
+ * that it does not warn it was never awaited (the ``async def``'s coroutine would not have
+ * called the app yet). Nothing is recorded. */
+static void
+call_drop_unstarted(Call *self)
+{
+    PyObject *inner = self->inner;
+    self->inner = NULL;
+    self->started = 1;
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyObject *done = PyObject_CallMethodNoArgs(inner, s_close);
+    if (done == NULL)
+        PyErr_Clear(); /* an iterator without close(): nothing to close */
+    Py_XDECREF(done);
+    Py_DECREF(inner);
+    PyErr_Restore(type, value, traceback);
 }
 
 /* throw()'s arguments as the current exception, as a coroutine raises them where it waits */
@@ -1285,6 +1320,11 @@ call_throw(Call *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (call_check(self) < 0)
         return NULL;
+    if (!self->started) { /* raised before anything ran, as in a coroutine not yet started */
+        call_drop_unstarted(self);
+        set_thrown(args, nargs);
+        return NULL;
+    }
     PyObject *method = PyObject_GetAttr(self->inner, s_throw), *result = NULL;
     if (method == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError))
@@ -1332,6 +1372,10 @@ call_close(Call *self, PyObject *unused)
         Py_RETURN_NONE;
     if (call_check(self) < 0)
         return NULL;
+    if (!self->started) {
+        call_drop_unstarted(self);
+        Py_RETURN_NONE;
+    }
     PyObject *method = PyObject_GetAttr(self->inner, s_close), *done;
     if (method == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError))
@@ -1345,9 +1389,16 @@ call_close(Call *self, PyObject *unused)
         self->running = 0;
         Py_DECREF(method);
     }
-    if (done != NULL)
+    if (done != NULL) {
+        Py_DECREF(done);
         Py_CLEAR(self->inner); /* closed: the request was abandoned, nothing to record */
-    return done;
+        Py_RETURN_NONE;
+    }
+    /* the app's cleanup raised: that error comes out where the app is awaited, and an
+     * Exception is recorded as a failed request there, as the ``async def`` did */
+    PyObject *result = NULL;
+    call_ended(self, PYGEN_ERROR, &result);
+    return NULL;
 }
 
 static PyObject *
@@ -1378,6 +1429,12 @@ call_clear(Call *self)
     return 0;
 }
 
+/* No finalizer: a Call dropped before its end lets go of the app's coroutine, whose own
+ * finalizer closes it (an error of the app's cleanup is then reported as unraisable, not
+ * recorded: the ``async def``'s coroutine, closed by its finalizer, recorded an Exception
+ * raised there as a failed request). A Call closing the app's coroutine from a finalizer of
+ * its own made CPython 3.11 crash when the two were collected in a cycle and the app ignored
+ * the GeneratorExit (so does a Python coroutine made after the app's that awaits it). */
 static void
 call_dealloc(Call *self)
 {
@@ -1493,13 +1550,11 @@ speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *middleware = args[0], *app = args[1], *cell = args[2], *scope = args[3];
     PyObject *type = PyObject_GetItem(scope, s_type);
-    if (type == NULL)
-        return NULL;
-    int http = PyObject_RichCompareBool(type, s_http, Py_EQ);
-    Py_DECREF(type);
-    if (http < 0)
-        return NULL;
-    if (!http) { /* lifespan, websocket, anything else: the Python side */
+    int http = type == NULL ? -1 : PyObject_RichCompareBool(type, s_http, Py_EQ);
+    Py_XDECREF(type);
+    if (http < 0) /* the Python side raises it when awaited, as the ``async def`` did */
+        PyErr_Clear();
+    if (http <= 0) { /* lifespan, websocket, anything else: the Python side */
         PyObject *serve_args[4] = {middleware, scope, args[4], args[5]};
         return PyObject_VectorcallMethod(s_serve, serve_args, 4, NULL);
     }
@@ -1539,6 +1594,7 @@ speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     self->scope = Py_NewRef(scope);
     self->watch = watch;
     self->running = 0;
+    self->started = 0;
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }

@@ -379,3 +379,105 @@ def test_a_cycle_through_an_awaitables_iterator_is_collected(system, request_pat
     assert [type(u.exc_value) for u in unraisable] == [RuntimeError]  # "coroutine ignored GeneratorExit"
     # the collector's order decides whether that RuntimeError reaches the middleware first
     assert rows(system) in ([], [("<unmatched>", 500)])
+
+
+class _Suspend:
+    def __await__(self):
+        return (yield "suspended")
+
+
+class _no_warnings:
+    def __enter__(self):
+        import warnings
+
+        self.catcher = warnings.catch_warnings(record=True)
+        self.caught = self.catcher.__enter__()
+        warnings.simplefilter("always")
+
+    def __exit__(self, *exc):
+        self.catcher.__exit__(*exc)
+        assert [str(w.message) for w in self.caught] == []
+
+
+def test_before_it_starts_it_refuses_values_and_raises_what_is_thrown(system):
+    app = MaltiMiddleware(ok, telemetry_system=system)
+    awaitable = app(scope(), receive, send)
+    with pytest.raises(TypeError, match="can't send non-None value to a just-started coroutine"):
+        awaitable.send("value")
+    with pytest.raises(StopIteration):  # the refusal changed nothing: it still runs the request
+        awaitable.send(None)
+    error = Boom("before")
+    awaitable = app(scope(), receive, send)
+    with _no_warnings():  # the app's coroutine, closed, does not warn it was never awaited
+        with pytest.raises(Boom) as caught:
+            awaitable.throw(error)
+        assert caught.value is error
+        awaitable = app(scope(), receive, send)
+        awaitable.close()
+        with pytest.raises(RuntimeError, match="cannot reuse"):
+            awaitable.send(None)
+        gc.collect()
+    assert rows(system) == [("<unmatched>", 201)]  # only the request that ran
+
+
+@pytest.mark.parametrize(
+    "cleanup, raised, recorded",
+    [
+        ("raises", Boom, [("<unmatched>", 500)]),  # an Exception out of the app: a failed request
+        ("ignores", RuntimeError, [("<unmatched>", 500)]),  # "coroutine ignored GeneratorExit"
+        ("interrupts", KeyboardInterrupt, []),
+        ("quiet", None, []),
+    ],
+)
+def test_close_of_a_started_request(system, cleanup, raised, recorded):
+    async def app(scope, receive, send):
+        try:
+            await _Suspend()
+        except GeneratorExit:
+            if cleanup == "raises":
+                raise Boom("cleanup failed")
+            if cleanup == "interrupts":
+                raise KeyboardInterrupt
+            if cleanup == "ignores":
+                await _Suspend()
+            raise
+
+    awaitable = MaltiMiddleware(app, telemetry_system=system)(scope(), receive, send)
+    assert awaitable.send(None) == "suspended"
+    if raised is None:
+        assert awaitable.close() is None
+    else:
+        with pytest.raises(raised):
+            awaitable.close()
+    with pytest.raises(RuntimeError, match="cannot reuse"):  # ended either way
+        awaitable.send(None)
+    assert rows(system) == recorded
+
+
+async def test_a_scope_without_a_type_fails_when_awaited(system):
+    awaitable = MaltiMiddleware(ok, telemetry_system=system)({"method": "GET"}, receive, send)
+    with pytest.raises(KeyError, match="type"):
+        await awaitable
+    assert rows(system) == []
+
+
+async def test_a_failure_of_the_common_case_is_logged_with_its_traceback(system, caplog):
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    class State(dict):
+        def __contains__(self, key):
+            raise ValueError("state look-up failed")
+
+    async def user(request):
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/users/{user_id}", user)])
+    app.add_middleware(MaltiMiddleware, telemetry_system=system)
+    await app({**scope("/users/1"), "app": app}, receive, send)  # the full path: the snapshot
+    caplog.set_level("DEBUG", logger="malti_sdk")
+    await app({**scope("/users/2"), "app": app, "state": State(x=1)}, receive, send)
+    assert system.get_stats()["dropped"].get("error") == 1
+    failures = [r for r in caplog.records if r.getMessage() == "Malti: could not record a request"]
+    assert failures and failures[0].exc_info and failures[0].exc_info[0] is ValueError
