@@ -1311,6 +1311,8 @@ set_thrown(PyObject *const *args, Py_ssize_t nargs)
     return 0;
 }
 
+static PyObject *call_close(Call *self, PyObject *unused);
+
 static PyObject *
 call_throw(Call *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1322,6 +1324,16 @@ call_throw(Call *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (!self->started) { /* raised before anything ran, as in a coroutine not yet started */
         call_drop_unstarted(self);
+        set_thrown(args, nargs);
+        return NULL;
+    }
+    PyObject *thrown = PyExceptionInstance_Check(args[0]) ? (PyObject *)Py_TYPE(args[0]) : args[0];
+    if (PyExceptionClass_Check(thrown) && PyErr_GivenExceptionMatches(thrown, PyExc_GeneratorExit)) {
+        /* as a coroutine awaiting another: that one is closed, then GeneratorExit raised here */
+        PyObject *done = call_close(self, NULL);
+        if (done == NULL)
+            return NULL;
+        Py_DECREF(done);
         set_thrown(args, nargs);
         return NULL;
     }
@@ -1461,6 +1473,28 @@ static PyMemberDef call_members[] = {
     {NULL},
 };
 
+/* what inspect.getcoroutinestate() and anyio read of a coroutine */
+static PyObject *
+call_get_suspended(Call *self, void *closure)
+{
+    return PyBool_FromLong(self->inner != NULL && self->started && !self->running);
+}
+
+/* the app's coroutine's frame while the request has not ended (None for an awaitable that
+ * has none), None after: getcoroutinestate() says CLOSED only for None */
+static PyObject *
+call_get_frame(Call *self, void *closure)
+{
+    if (self->inner == NULL)
+        Py_RETURN_NONE;
+    PyObject *frame = PyObject_GetAttrString(self->inner, PyCoro_CheckExact(self->inner) ? "cr_frame" : "gi_frame");
+    if (frame == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return frame;
+}
+
 static PyObject *
 call_get_name(Call *self, void *qualified)
 {
@@ -1468,6 +1502,8 @@ call_get_name(Call *self, void *qualified)
 }
 
 static PyGetSetDef call_getset[] = {
+    {"cr_suspended", (getter)call_get_suspended, NULL, "True while it waits at an await", NULL},
+    {"cr_frame", (getter)call_get_frame, NULL, "the app's coroutine's frame until the request ends", NULL},
     {"__name__", (getter)call_get_name, NULL, "as a coroutine's, for reprs", NULL},
     {"__qualname__", (getter)call_get_name, NULL, "as a coroutine's, for reprs", (void *)1},
     {NULL},

@@ -481,3 +481,58 @@ async def test_a_failure_of_the_common_case_is_logged_with_its_traceback(system,
     assert system.get_stats()["dropped"].get("error") == 1
     failures = [r for r in caplog.records if r.getMessage() == "Malti: could not record a request"]
     assert failures and failures[0].exc_info and failures[0].exc_info[0] is ValueError
+
+
+def test_its_state_reads_as_a_coroutines(system):
+    """inspect.getcoroutinestate() (anyio asks it of the tasks it cancels) and cr_frame."""
+    started = {}
+
+    async def app(scope, receive, send):
+        started["state"] = inspect.getcoroutinestate(holder["awaitable"])
+        await _Suspend()
+
+    holder = {}
+    awaitable = holder["awaitable"] = MaltiMiddleware(app, telemetry_system=system)(scope(), receive, send)
+    assert inspect.getcoroutinestate(awaitable) == inspect.CORO_CREATED
+    assert awaitable.send(None) == "suspended"
+    assert started["state"] == inspect.CORO_RUNNING
+    assert inspect.getcoroutinestate(awaitable) == inspect.CORO_SUSPENDED
+    assert awaitable.cr_frame is not None
+    awaitable.close()
+    assert inspect.getcoroutinestate(awaitable) == inspect.CORO_CLOSED
+    assert awaitable.cr_frame is None
+
+
+async def test_anyio_cancels_a_task_group_running_requests(system):
+    started = anyio.Event()
+
+    async def slow(scope, receive, send):
+        started.set()
+        await anyio.sleep(30)
+
+    app = MaltiMiddleware(slow, telemetry_system=system)
+    async with anyio.create_task_group() as group:
+        group.start_soon(app, scope(), receive, send)
+        group.start_soon(app, scope(), receive, send)
+        await started.wait()
+        group.cancel_scope.cancel()
+    assert rows(system) == []
+
+
+@pytest.mark.parametrize("app_continues", [False, True])
+def test_a_thrown_generator_exit_closes_the_app_first(system, app_continues):
+    """As a coroutine awaiting another: GeneratorExit thrown in closes the awaited one."""
+
+    async def app(scope, receive, send):
+        try:
+            await _Suspend()
+        except GeneratorExit:
+            if app_continues:
+                await _Suspend()  # "coroutine ignored GeneratorExit": a failed request
+            raise
+
+    awaitable = MaltiMiddleware(app, telemetry_system=system)(scope(), receive, send)
+    assert awaitable.send(None) == "suspended"
+    with pytest.raises(RuntimeError if app_continues else GeneratorExit):
+        awaitable.throw(GeneratorExit)
+    assert rows(system) == ([("<unmatched>", 500)] if app_continues else [])
