@@ -1100,6 +1100,7 @@ typedef struct {
     PyObject *watch; /* the Watch handed to the app as its send */
     char running;    /* in send, throw or close: a re-entrant call is refused, as a coroutine's */
     char started;    /* sent to once: the ``async def``'s coroutine would be running the app */
+    PyObject *weakreflist;
 } Call;
 
 static PyTypeObject CallType;
@@ -1451,6 +1452,8 @@ static void
 call_dealloc(Call *self)
 {
     PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
     call_clear(self);
     PyObject_GC_Del(self);
 }
@@ -1501,7 +1504,14 @@ call_get_name(Call *self, void *qualified)
     return PyUnicode_FromString(qualified ? "MaltiMiddleware.__call__" : "__call__");
 }
 
+static PyObject *
+call_get_origin(Call *self, void *closure)
+{
+    Py_RETURN_NONE; /* (origin tracking of sys.set_coroutine_origin_tracking_depth: not kept) */
+}
+
 static PyGetSetDef call_getset[] = {
+    {"cr_origin", (getter)call_get_origin, NULL, "None", NULL},
     {"cr_suspended", (getter)call_get_suspended, NULL, "True while it waits at an await", NULL},
     {"cr_frame", (getter)call_get_frame, NULL, "the app's coroutine's frame until the request ends", NULL},
     {"__name__", (getter)call_get_name, NULL, "as a coroutine's, for reprs", NULL},
@@ -1521,6 +1531,7 @@ static PyTypeObject CallType = {
     .tp_clear = (inquiry)call_clear,
     .tp_iter = PyObject_SelfIter,
     .tp_iternext = (iternextfunc)call_iternext,
+    .tp_weaklistoffset = offsetof(Call, weakreflist),
     .tp_methods = call_methods,
     .tp_members = call_members,
     .tp_getset = call_getset,
@@ -1631,6 +1642,7 @@ speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     self->watch = watch;
     self->running = 0;
     self->started = 0;
+    self->weakreflist = NULL;
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }

@@ -536,3 +536,14 @@ def test_a_thrown_generator_exit_closes_the_app_first(system, app_continues):
     with pytest.raises(RuntimeError if app_continues else GeneratorExit):
         awaitable.throw(GeneratorExit)
     assert rows(system) == ([("<unmatched>", 500)] if app_continues else [])
+
+
+def test_it_can_be_weakly_referenced_as_a_coroutine_can(system):
+    import weakref
+
+    awaitable = MaltiMiddleware(ok, telemetry_system=system)(scope(), receive, send)
+    alive = weakref.ref(awaitable)
+    assert alive() is awaitable and awaitable.cr_origin is None
+    awaitable.close()
+    del awaitable
+    assert alive() is None
