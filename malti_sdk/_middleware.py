@@ -19,8 +19,8 @@ With ``malti_sdk._speedups`` built (a C compiler at install), the request's awai
 the send wrapper and the common case run in C, with the same checks in the same order;
 everything else still comes here. ``__call__`` is then a plain function returning that
 awaitable (a ``_speedups.Call``): no coroutine frame of ours sits in the request's await
-chain, which the app's coroutine would pass through at every resume. The pure-Python path below stays the reference (and the fallback), and the
-tests run on both.
+chain, which the app's coroutine would pass through at every resume. The pure-Python path
+below (``_serve``) stays the reference (and the fallback), and the tests run on both.
 """
 
 from __future__ import annotations
