@@ -1088,12 +1088,16 @@ speedups_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  *   anything else         (cancellation, close()) nothing recorded, as the Python path
  *
  * Like the ``async def``, it returns None whatever the app's coroutine returned.
- * It is a coroutine to asyncio (send, throw, close, __await__; registered with
- * collections.abc.Coroutine by the Python side), so asyncio.run(), create_task() and
- * anyio take it as they take the ``async def``'s coroutine. */
+ * It is a coroutine to asyncio (send, throw, close, __await__, cr_* attributes; registered
+ * with collections.abc.Coroutine by the Python side), so asyncio.run(), create_task() and
+ * anyio take it as they take the ``async def``'s coroutine. One difference: the app is
+ * called (and the request's start noted) when __call__ returns the Call, where the
+ * ``async def`` called it when first resumed; a throw() or close() before that first
+ * resume closes the app's coroutine unstarted, and nothing is recorded. */
 typedef struct {
     PyObject_HEAD
-    PyObject *inner;      /* the app's coroutine (or a Call below), NULL once it ended */
+    PyObject *inner;      /* the app's coroutine, a Call below, or what ``await`` would resume
+                             of another awaitable (see awaitable_iter); NULL once it ended */
     PyObject *middleware; /* the MaltiMiddleware */
     PyObject *cell;       /* its _cell: [snapshot or None], read when the request ends */
     PyObject *scope;
