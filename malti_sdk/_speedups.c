@@ -1283,19 +1283,15 @@ set_thrown(PyObject *const *args, Py_ssize_t nargs)
         return -1;
     }
     if (PyExceptionClass_Check(thrown)) {
-        PyObject *type = thrown, *instance = Py_NewRef(value), *tb = NULL;
-        PyObject *held = Py_NewRef(type);
-        PyErr_NormalizeException(&held, &instance, &tb);
-        Py_XDECREF(tb);
-        if (instance == NULL || !PyExceptionInstance_Check(instance)) {
-            Py_XDECREF(held);
-            Py_XDECREF(instance);
-            return -1;
-        }
-        Py_DECREF(held);
-        thrown = instance;
+        /* made from the class and value; if making it fails, that failure is what is raised */
+        PyObject *type = Py_NewRef(thrown), *instance = Py_NewRef(value), *tb = NULL;
+        PyErr_NormalizeException(&type, &instance, &tb);
+        if (traceback != Py_None)
+            Py_XSETREF(tb, Py_NewRef(traceback));
+        PyErr_Restore(type, instance, tb);
+        return 0;
     }
-    else if (PyExceptionInstance_Check(thrown)) {
+    if (PyExceptionInstance_Check(thrown)) {
         if (value != Py_None) {
             PyErr_SetString(PyExc_TypeError, "instance exception may not have a separate value");
             return -1;
@@ -1328,8 +1324,8 @@ call_throw(Call *self, PyObject *const *args, Py_ssize_t nargs)
     if (call_check(self) < 0)
         return NULL;
     if (!self->started) { /* raised before anything ran, as in a coroutine not yet started */
-        call_drop_unstarted(self);
-        set_thrown(args, nargs);
+        if (set_thrown(args, nargs) == 0)
+            call_drop_unstarted(self); /* (arguments refused: left as it was) */
         return NULL;
     }
     PyObject *thrown = PyExceptionInstance_Check(args[0]) ? (PyObject *)Py_TYPE(args[0]) : args[0];

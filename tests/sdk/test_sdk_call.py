@@ -547,3 +547,25 @@ def test_it_can_be_weakly_referenced_as_a_coroutine_can(system):
     awaitable.close()
     del awaitable
     assert alive() is None
+
+
+def test_a_class_thrown_is_made_as_a_coroutine_makes_it(system):
+    class Refuses(Exception):
+        def __init__(self, *args):
+            raise LookupError("cannot make it")
+
+    app = MaltiMiddleware(lambda s, r, se: _AwaitsSteps("one", "two"), telemetry_system=system)
+    for thrown, raised in [((Boom,), Boom), ((Boom, "text"), Boom), ((Refuses,), LookupError)]:
+        awaitable = app(scope(), receive, send)  # (an iterator without throw(): made here)
+        assert awaitable.send(None) == "one"
+        with pytest.raises(raised):
+            awaitable.throw(*thrown)
+        awaitable = app(scope(), receive, send)  # not started: raised before anything ran
+        with pytest.raises(raised):
+            awaitable.throw(*thrown)
+    awaitable = app(scope(), receive, send)
+    with pytest.raises(TypeError, match="deriving from BaseException"):
+        awaitable.throw(42)
+    with pytest.raises(StopIteration):  # refused arguments leave it as it was: it still runs
+        awaitable.send(None), awaitable.send(None), awaitable.send(None)
+    assert rows(system) == [("<unmatched>", 500)] * 4  # those that had started
