@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from sdk_support import collector_runs_at_next_allocation
 
 from malti_sdk import MaltiMiddleware, TelemetryConfig, TelemetrySystem
-from malti_sdk import MaltiMiddleware, _middleware, _records
+from malti_sdk import _middleware, _records
 
 
 def test_the_extension_is_built_where_a_compiler_is():
