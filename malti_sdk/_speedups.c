@@ -1111,6 +1111,23 @@ static PyTypeObject CallType;
 static PyObject *raise_later; /* async def (exception): raise exception */
 static PyObject *s_http, *s_completed, *s_serve, *s_failed, *s_throw, *s_close;
 
+/* The exception being raised, taken: an instance with its traceback (a new reference; the
+ * error indicator is cleared), or NULL when none is set. PyErr_GetRaisedException from 3.12. */
+static PyObject *
+take_raised(void)
+{
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    if (type == NULL)
+        return NULL;
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (value != NULL && traceback != NULL)
+        PyException_SetTraceback(value, traceback);
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    return value;
+}
+
 /* The request ended: the app's coroutine returned (RETURN, *result its value) or raised
  * (ERROR, the exception set). Records it, then returns what the caller must return. */
 static PySendResult
@@ -1129,18 +1146,12 @@ call_ended(Call *self, PySendResult status, PyObject **result)
         if (snapshot != NULL && snapshot != Py_None) {
             recorded = record_row((Watch *)self->watch, self->scope, snapshot);
             if (recorded < 0) { /* telemetry must never break the app: count it (and log it), go on */
-                PyObject *type, *value, *traceback;
-                PyErr_Fetch(&type, &value, &traceback);
-                PyErr_NormalizeException(&type, &value, &traceback);
-                if (value != NULL && traceback != NULL)
-                    PyException_SetTraceback(value, traceback);
-                PyObject *done = PyObject_CallMethodOneArg(self->middleware, s_failed, value ? value : Py_None);
+                PyObject *error = take_raised();
+                PyObject *done = PyObject_CallMethodOneArg(self->middleware, s_failed, error ? error : Py_None);
                 if (done == NULL)
                     PyErr_Clear();
                 Py_XDECREF(done);
-                Py_XDECREF(type);
-                Py_XDECREF(value);
-                Py_XDECREF(traceback);
+                Py_XDECREF(error);
                 recorded = 1;
             }
         }
@@ -1357,18 +1368,14 @@ call_throw(Call *self, PyObject *const *args, Py_ssize_t nargs)
     }
     PySendResult status = PYGEN_ERROR;
     if (PyErr_ExceptionMatches(PyExc_StopIteration)) { /* it caught it and returned */
-        PyObject *type, *value, *traceback;
-        PyErr_Fetch(&type, &value, &traceback);
-        PyErr_NormalizeException(&type, &value, &traceback);
-        if (value != NULL && PyObject_TypeCheck(value, (PyTypeObject *)PyExc_StopIteration)) {
-            result = Py_NewRef(((PyStopIterationObject *)value)->value);
+        PyObject *error = take_raised();
+        if (error != NULL && PyObject_TypeCheck(error, (PyTypeObject *)PyExc_StopIteration)) {
+            result = Py_NewRef(((PyStopIterationObject *)error)->value);
             status = PYGEN_RETURN;
-            Py_XDECREF(type);
-            Py_XDECREF(value);
-            Py_XDECREF(traceback);
+            Py_DECREF(error);
         }
-        else
-            PyErr_Restore(type, value, traceback);
+        else if (error != NULL) /* (making the StopIteration failed: that failure, as it was) */
+            PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(error)), error, PyException_GetTraceback(error));
     }
     status = call_ended(self, status, &result);
     if (status == PYGEN_RETURN) {
@@ -1615,15 +1622,9 @@ speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (inner == NULL) {
         /* the app raised before returning its coroutine, or returned what cannot be awaited:
          * raised when awaited, and recorded as a failed request, as the ``async def`` did */
-        PyObject *type, *value, *traceback;
-        PyErr_Fetch(&type, &value, &traceback);
-        PyErr_NormalizeException(&type, &value, &traceback);
-        if (value != NULL && traceback != NULL)
-            PyException_SetTraceback(value, traceback);
-        inner = value == NULL ? NULL : PyObject_CallOneArg(raise_later, value);
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(traceback);
+        PyObject *error = take_raised();
+        inner = error == NULL ? NULL : PyObject_CallOneArg(raise_later, error);
+        Py_XDECREF(error);
     }
     if (inner == NULL) {
         Py_DECREF(watch);
