@@ -8,6 +8,8 @@
  *       Hands the app a Watch as its send and returns a Call: the request's awaitable,
  *       which resumes the app's coroutine from C and records the request when it ends
  *       (record() below, else the middleware's Python code); see "Call" below.
+ *       watch() and record() are the steps it takes; as module functions they are only
+ *       the tests' way in to them.
  *
  *   watch(send, scope) -> Watch
  *       The ``send`` handed to the app. Calling it with a message notes the status and
