@@ -39,6 +39,7 @@
  *       write_rows(rows, prefixes, make_prefix, make_stamp, comma_first) -> bool,
  *       write(bytes), finish() -> bytes, size (bytes of text). Used in place of zlib at
  *       level 1 for a tenth of its instructions; see "gzip writer" below.
+ *       crc32(data, value=0, simd=True) is its CRC-32, as a function for the tests.
  *
  * Times: start and end come from CLOCK_MONOTONIC (Watch.mark_end() notes an end from
  * Python) and are compared only with each other; created_at comes from CLOCK_REALTIME,
@@ -149,17 +150,33 @@ watch_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames
         PyErr_SetString(PyExc_RuntimeError, "send() of a cleared Watch");
         return NULL;
     }
-    PyObject *type = PyObject_GetItem(message, s_type);
-    if (type == NULL)
+    int exact = PyDict_CheckExact(message); /* the common case: a dict, read without calls out */
+    PyObject *type = exact ? PyDict_GetItemWithError(message, s_type) : PyObject_GetItem(message, s_type);
+    if (type == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetObject(PyExc_KeyError, s_type);
         return NULL;
-    int is_start = PyObject_RichCompareBool(type, s_response_start, Py_EQ);
+    }
+    if (exact)
+        Py_INCREF(type); /* held across a comparison that may call out */
+    int is_start;
+    if (PyUnicode_CheckExact(type)) /* compared in place: no interned copy to meet by identity */
+        is_start = PyUnicode_GET_LENGTH(type) == 19 && PyUnicode_KIND(type) == PyUnicode_1BYTE_KIND &&
+                   memcmp(PyUnicode_DATA(type), "http.response.start", 19) == 0;
+    else
+        is_start = PyObject_RichCompareBool(type, s_response_start, Py_EQ);
     Py_DECREF(type);
     if (is_start < 0)
         return NULL;
     if (is_start) {
-        PyObject *status = PyObject_GetItem(message, s_status);
-        if (status == NULL)
+        PyObject *status = exact ? PyDict_GetItemWithError(message, s_status) : PyObject_GetItem(message, s_status);
+        if (status == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetObject(PyExc_KeyError, s_status);
             return NULL;
+        }
+        if (exact)
+            Py_INCREF(status);
         Py_XSETREF(self->status, status);
     }
     else {
@@ -1605,8 +1622,9 @@ speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *middleware = args[0], *app = args[1], *cell = args[2], *scope = args[3];
-    PyObject *type = PyObject_GetItem(scope, s_type);
-    int http = type == NULL ? -1 : PyObject_RichCompareBool(type, s_http, Py_EQ);
+    PyObject *type = PyDict_CheckExact(scope) ? Py_XNewRef(PyDict_GetItemWithError(scope, s_type))
+                                              : PyObject_GetItem(scope, s_type);
+    int http = type == NULL ? -1 : type == s_http ? 1 : PyObject_RichCompareBool(type, s_http, Py_EQ);
     Py_XDECREF(type);
     if (http < 0) /* the Python side raises it when awaited, as the ``async def`` did */
         PyErr_Clear();
@@ -1972,7 +1990,7 @@ speedups_encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 #define MAX_MATCH 258
 #define PREFIX_SLOTS 256
 
-static uint32_t crc_table[16][256]; /* slicing by 16 */
+static uint32_t crc_table[8][256]; /* slicing by 8, where there is no carry-less multiply */
 static uint16_t literal_code[288]; /* fixed Huffman codes, bit-reversed for LSB-first output */
 static uint8_t literal_bits[288];
 static uint8_t distance_code[30];
@@ -1996,7 +2014,7 @@ gzip_tables_init(void)
         crc_table[0][n] = c;
     }
     for (int n = 0; n < 256; n++)
-        for (int t = 1; t < 16; t++)
+        for (int t = 1; t < 8; t++)
             crc_table[t][n] = (crc_table[t - 1][n] >> 8) ^ crc_table[0][crc_table[t - 1][n] & 0xFF];
     for (int symbol = 0; symbol < 288; symbol++) {
         unsigned code;
@@ -2016,23 +2034,121 @@ gzip_tables_init(void)
         distance_code[d] = (uint8_t)reverse_bits((unsigned)d, 5);
 }
 
+/* CRC-32 (gzip's) with x86's carry-less multiply: 64 bytes folded at a time, as in "Fast
+ * CRC Computation for Generic Polynomials Using PCLMULQDQ" (Intel, 2009), with the
+ * constants of its bit-reflected form for this polynomial; the same folding as the Linux
+ * kernel's and Chromium zlib's. A twentieth of the table's instructions a byte, and no
+ * 8 KB table pulled into the data cache with every batch (the request path's data then
+ * stays there). Chosen at import by the CPU (crc_simd); the table serves everywhere else. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_CRC_SIMD 1
+
+/* the CRC register (not inverted) over length bytes, length >= 64 and a multiple of 16 */
+__attribute__((target("pclmul,sse4.1"))) static uint32_t
+crc32_fold(uint32_t crc, const unsigned char *data, size_t length)
+{
+    const __m128i k1k2 = _mm_set_epi64x(0x01c6e41596LL, 0x0154442bd4LL);
+    const __m128i k3k4 = _mm_set_epi64x(0x00ccaa009eLL, 0x01751997d0LL);
+    const __m128i k5k0 = _mm_set_epi64x(0, 0x0163cd6124LL);
+    const __m128i poly = _mm_set_epi64x(0x01f7011641LL, 0x01db710641LL);
+    const __m128i low32 = _mm_setr_epi32(~0, 0, ~0, 0);
+    __m128i x1 = _mm_loadu_si128((const __m128i *)(data + 0));
+    __m128i x2 = _mm_loadu_si128((const __m128i *)(data + 16));
+    __m128i x3 = _mm_loadu_si128((const __m128i *)(data + 32));
+    __m128i x4 = _mm_loadu_si128((const __m128i *)(data + 48));
+    __m128i t1, t2, t3, t4;
+    x1 = _mm_xor_si128(x1, _mm_cvtsi32_si128((int)crc));
+    data += 64;
+    length -= 64;
+    for (; length >= 64; data += 64, length -= 64) { /* four lanes of 128 bits */
+        t1 = _mm_clmulepi64_si128(x1, k1k2, 0x00);
+        t2 = _mm_clmulepi64_si128(x2, k1k2, 0x00);
+        t3 = _mm_clmulepi64_si128(x3, k1k2, 0x00);
+        t4 = _mm_clmulepi64_si128(x4, k1k2, 0x00);
+        x1 = _mm_xor_si128(_mm_clmulepi64_si128(x1, k1k2, 0x11), t1);
+        x2 = _mm_xor_si128(_mm_clmulepi64_si128(x2, k1k2, 0x11), t2);
+        x3 = _mm_xor_si128(_mm_clmulepi64_si128(x3, k1k2, 0x11), t3);
+        x4 = _mm_xor_si128(_mm_clmulepi64_si128(x4, k1k2, 0x11), t4);
+        x1 = _mm_xor_si128(x1, _mm_loadu_si128((const __m128i *)(data + 0)));
+        x2 = _mm_xor_si128(x2, _mm_loadu_si128((const __m128i *)(data + 16)));
+        x3 = _mm_xor_si128(x3, _mm_loadu_si128((const __m128i *)(data + 32)));
+        x4 = _mm_xor_si128(x4, _mm_loadu_si128((const __m128i *)(data + 48)));
+    }
+    /* the four lanes into one, then 16 bytes at a time */
+    __m128i lanes[3] = {x2, x3, x4};
+    for (int i = 0; i < 3; i++) {
+        t1 = _mm_clmulepi64_si128(x1, k3k4, 0x00);
+        x1 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x1, k3k4, 0x11), lanes[i]), t1);
+    }
+    for (; length >= 16; data += 16, length -= 16) {
+        t1 = _mm_clmulepi64_si128(x1, k3k4, 0x00);
+        x1 = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x1, k3k4, 0x11),
+                                         _mm_loadu_si128((const __m128i *)data)), t1);
+    }
+    /* 128 bits to 64, then Barrett's reduction to 32 */
+    t2 = _mm_clmulepi64_si128(x1, k3k4, 0x10);
+    x1 = _mm_xor_si128(_mm_srli_si128(x1, 8), t2);
+    t2 = _mm_srli_si128(x1, 4);
+    x1 = _mm_xor_si128(_mm_clmulepi64_si128(_mm_and_si128(x1, low32), k5k0, 0x00), t2);
+    t2 = _mm_clmulepi64_si128(_mm_and_si128(x1, low32), poly, 0x10);
+    t2 = _mm_clmulepi64_si128(_mm_and_si128(t2, low32), poly, 0x00);
+    x1 = _mm_xor_si128(x1, t2);
+    return (uint32_t)_mm_extract_epi32(x1, 1);
+}
+#endif
+
+static int crc_simd; /* crc32_fold() may run here */
+
+static void
+crc_simd_init(void)
+{
+#ifdef HAVE_CRC_SIMD
+    __builtin_cpu_init();
+    crc_simd = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+#endif
+}
+
 static uint32_t
-crc32_update(uint32_t crc, const unsigned char *data, size_t length)
+crc32_update(uint32_t crc, const unsigned char *data, size_t length, int simd)
 {
     crc = ~crc;
-    while (length >= 16) {
+#ifdef HAVE_CRC_SIMD
+    if (simd && length >= 64) {
+        size_t folded = length & ~(size_t)15;
+        crc = crc32_fold(crc, data, folded);
+        data += folded;
+        length -= folded;
+    }
+#else
+    (void)simd;
+#endif
+    while (length >= 8) {
         uint32_t low = crc ^ ((uint32_t)data[0] | (uint32_t)data[1] << 8 | (uint32_t)data[2] << 16 |
                               (uint32_t)data[3] << 24);
-        crc = crc_table[15][low & 0xFF] ^ crc_table[14][(low >> 8) & 0xFF] ^ crc_table[13][(low >> 16) & 0xFF] ^
-              crc_table[12][low >> 24];
-        for (int k = 4; k < 16; k++)
-            crc ^= crc_table[15 - k][data[k]];
-        data += 16;
-        length -= 16;
+        crc = crc_table[7][low & 0xFF] ^ crc_table[6][(low >> 8) & 0xFF] ^ crc_table[5][(low >> 16) & 0xFF] ^
+              crc_table[4][low >> 24] ^ crc_table[3][data[4]] ^ crc_table[2][data[5]] ^ crc_table[1][data[6]] ^
+              crc_table[0][data[7]];
+        data += 8;
+        length -= 8;
     }
     while (length--)
         crc = crc_table[0][(crc ^ *data++) & 0xFF] ^ (crc >> 8);
     return ~crc;
+}
+
+/* crc32(data, value=0, simd=True): the tests' way in to both ways of computing it */
+static PyObject *
+speedups_crc32(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    unsigned int value = 0;
+    int simd = 1;
+    if (!PyArg_ParseTuple(args, "y*|Ip:crc32", &view, &value, &simd))
+        return NULL;
+    uint32_t crc = crc32_update(value, view.buf, (size_t)view.len, simd && crc_simd);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLong(crc);
 }
 
 typedef struct {
@@ -2168,7 +2284,8 @@ put_part(GzipWriter *self, unsigned long long at, size_t length, unsigned long l
 static void
 text_written(GzipWriter *self, size_t from)
 {
-    self->crc = crc32_update(self->crc, (const unsigned char *)self->window.data + from, self->window.length - from);
+    self->crc = crc32_update(self->crc, (const unsigned char *)self->window.data + from, self->window.length - from,
+                             crc_simd);
     self->total += self->window.length - from;
     if (self->window.length > 3 * WINDOW) {
         size_t drop = self->window.length - WINDOW;
@@ -2404,6 +2521,8 @@ static PyMethodDef speedups_methods[] = {
      "encode(rows, prefixes, make_prefix, make_stamp) -> the rows' JSON objects, comma-joined, or None"},
     {"call", (PyCFunction)(void (*)(void))speedups_call, METH_FASTCALL,
      "call(middleware, app, cell, scope, receive, send): MaltiMiddleware.__call__, a Call for an HTTP request"},
+    {"crc32", speedups_crc32, METH_VARARGS,
+     "crc32(data, value=0, simd=True): zlib.crc32's result (simd=False: without the carry-less multiply)"},
     {"setup", speedups_setup, METH_VARARGS,
      "setup(known_methods, consumer_headers, anonymous, send_last, deque_append, namespace, time_time,"
      " raise_later)"},
@@ -2460,6 +2579,7 @@ PyInit__speedups(void)
         PyType_Ready(&CallType) < 0)
         return NULL;
     gzip_tables_init();
+    crc_simd_init();
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL)
         return NULL;
@@ -2469,7 +2589,8 @@ PyInit__speedups(void)
         PyModule_AddObjectRef(module, "Call", (PyObject *)&CallType) < 0 ||
         PyModule_AddObjectRef(module, "Watch", (PyObject *)&WatchType) < 0 ||
         PyModule_AddObjectRef(module, "GzipWriter", (PyObject *)&GzipWriterType) < 0 ||
-        PyModule_AddObjectRef(module, "RowStore", (PyObject *)&RowStoreType) < 0) {
+        PyModule_AddObjectRef(module, "RowStore", (PyObject *)&RowStoreType) < 0 ||
+        PyModule_AddIntConstant(module, "CRC_SIMD", crc_simd) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import sysconfig
+import zlib
 from pathlib import Path
 
 import pytest
@@ -377,6 +378,27 @@ def test_gzip_writer_back_references_reach_exactly_the_window():
         assert _inflate(body) == (one + "z" * pad + "," + one).encode()
         sizes[distance] = len(body) - pad  # a literal "z" is 8 bits: the padding weighs its length
     assert sizes[32_769] > sizes[32_768] + 100  # the second prefix written out, not referenced
+
+
+@pytest.mark.parametrize("simd", [True, False], ids=["carry-less-multiply", "table"])
+def test_gzip_crc32_is_zlibs_at_every_length_and_offset(simd):
+    if _records._GzipWriter is None:
+        pytest.skip("malti_sdk._speedups is not built here")
+    from malti_sdk import _speedups
+
+    rng = random.Random(7)
+    data = bytes(rng.getrandbits(8) for _ in range(70_000))
+    lengths = [*range(0, 260), 1023, 4096, 65_536, 69_990]
+    for length in lengths:
+        offset = rng.randrange(16)  # unaligned starts as well
+        view = memoryview(data)[offset : offset + length]
+        for value in (0, 1, 0x9E3779B9, 0xFFFFFFFF):
+            assert _speedups.crc32(view, value, simd) == zlib.crc32(view, value), (length, offset, value)
+    # chained over pieces, as the writer adds each chunk's text
+    crc = 0
+    for start in range(0, len(data), 777):
+        crc = _speedups.crc32(data[start : start + 777], crc, simd)
+    assert crc == zlib.crc32(data)
 
 
 def test_gzip_writer_refuses_calls_from_its_own_callbacks():
