@@ -55,7 +55,17 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class MaltiMiddleware:
+class _PythonBase:
+    """MaltiMiddleware's base without the compiled module (with it: ``_speedups.Middleware``,
+    which keeps ``app`` and ``_cell`` in the object for its ``__call__``)."""
+
+    _cell: list | None = None  # (a subclass that skipped __init__: made by the first snapshot)
+
+
+_Base: Any = getattr(_speedups, "Middleware", None) or _PythonBase
+
+
+class MaltiMiddleware(_Base):
     """Records every HTTP request of an ASGI app and ships it to Malti.
 
     ``app.add_middleware(MaltiMiddleware)`` on Starlette or FastAPI, or wrap any ASGI
@@ -90,7 +100,6 @@ class MaltiMiddleware:
     _system: TelemetrySystem | None = None
     _followed: Any = None  # the process-wide system last found (see _current_system)
     _cached: tuple | None = None
-    _cell: list | None = None  # (a subclass that skipped __init__: made by the first snapshot)
     _hooks: tuple[str, ...] = ()  # the original's extension points a subclass overrides
     _route_resolver: RouteResolver | None = None  # see _routes
 
@@ -129,13 +138,13 @@ class MaltiMiddleware:
         return self._system or _process_system()
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        # A plain function that returns the request's awaitable (asyncio and uvicorn take it
-        # for a coroutine function: see _mark_coroutine_function). With the compiled module,
-        # an HTTP request's is a _speedups.Call: no coroutine frame of ours in the request's
-        # await chain; it records the request when the app's coroutine ends, as _serve does.
-        call = _call
-        if call is not None:
-            return call(self, self.app, self._cell, scope, receive, send)
+        """The request's awaitable (asyncio, inspect and uvicorn take this for a coroutine
+        function: see _mark_coroutine_function).
+
+        With the compiled module this is a ``_speedups.CallMethod`` in its place: for an
+        HTTP request it returns a ``_speedups.Call`` (no coroutine frame of ours in the
+        request's await chain), which records the request when the app's coroutine ends,
+        as ``_serve`` does; see _use_speedups."""
         return self._serve(scope, receive, send)
 
     def _completed(self, scope: Scope, watch: Any) -> None:
@@ -475,9 +484,8 @@ async def _send_last(watch: Any, send: Send, message: Message) -> None:
 
 def _use_speedups(module: Any) -> None:
     """Switch the request path: the compiled module, or None for pure Python (tests use both)."""
-    global _call
     if module is None:
-        _call = None
+        MaltiMiddleware.__call__ = _python_call
         return
     from collections import deque
 
@@ -491,9 +499,22 @@ def _use_speedups(module: Any) -> None:
         collections.abc.Coroutine.register(module.Call)
     except Exception:  # never let the accelerator stop the app from importing
         logger.warning("Malti: malti_sdk._speedups could not be set up; using the pure-Python path", exc_info=True)
-        _call = None
+        MaltiMiddleware.__call__ = _python_call
         return
-    _call = module.call
+    MaltiMiddleware.__call__ = _compiled_call(module)
+
+
+def _compiled_call(module: Any) -> Any:
+    """``__call__`` as a ``CallMethod``: make_call() in C on the middleware's own ``app`` and
+    ``_cell`` (with a Python function there, its frame and attribute reads cost about 900
+    instructions a request). It is bound like a function and named like the Python one,
+    whose signature it shows (``__wrapped__``)."""
+    method = module.CallMethod()
+    for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(method, name, getattr(_python_call, name))
+    method.__wrapped__ = _python_call
+    _mark_coroutine_function(method)
+    return method
 
 
 async def _raise_later(exception: BaseException) -> None:
@@ -512,7 +533,7 @@ def _mark_coroutine_function(function: Any) -> None:
         mark(function)
 
 
-_mark_coroutine_function(MaltiMiddleware.__call__)
+_python_call = MaltiMiddleware.__call__
+_mark_coroutine_function(_python_call)
 _wall_clock = time
-_call: Any = None
 _use_speedups(_speedups)

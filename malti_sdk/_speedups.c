@@ -1611,17 +1611,13 @@ awaitable_iter(PyObject *awaitable)
  * module. The Python side reads app and cell (middleware.app, middleware._cell): its
  * specialised attribute reads cost a fraction of PyObject_GetAttr's from here. */
 static PyObject *
-speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+make_call(PyObject *middleware, PyObject *app, PyObject *cell, PyObject *const *args)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "call(middleware, app, cell, scope, receive, send)");
-        return NULL;
-    }
     if (raise_later == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "malti_sdk._speedups.setup() was not called");
         return NULL;
     }
-    PyObject *middleware = args[0], *app = args[1], *cell = args[2], *scope = args[3];
+    PyObject *scope = args[0]; /* args: scope, receive, send */
     PyObject *type = PyDict_CheckExact(scope) ? Py_XNewRef(PyDict_GetItemWithError(scope, s_type))
                                               : PyObject_GetItem(scope, s_type);
     int http = type == NULL ? -1 : type == s_http ? 1 : PyObject_RichCompareBool(type, s_http, Py_EQ);
@@ -1629,13 +1625,13 @@ speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (http < 0) /* the Python side raises it when awaited, as the ``async def`` did */
         PyErr_Clear();
     if (http <= 0) { /* lifespan, websocket, anything else: the Python side */
-        PyObject *serve_args[4] = {middleware, scope, args[4], args[5]};
+        PyObject *serve_args[4] = {middleware, scope, args[1], args[2]};
         return PyObject_VectorcallMethod(s_serve, serve_args, 4, NULL);
     }
-    PyObject *watch = watch_new(args[5], scope);
+    PyObject *watch = watch_new(args[2], scope);
     if (watch == NULL)
         return NULL;
-    PyObject *app_args[3] = {scope, args[4], watch};
+    PyObject *app_args[3] = {scope, args[1], watch};
     PyObject *inner = PyObject_Vectorcall(app, app_args, 3, NULL);
     if (inner != NULL && !PyCoro_CheckExact(inner) && !Py_IS_TYPE(inner, &CallType))
         Py_SETREF(inner, awaitable_iter(inner)); /* what ``await`` would resume */
@@ -1667,6 +1663,189 @@ speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }
+
+static PyObject *
+speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "call(middleware, app, cell, scope, receive, send)");
+        return NULL;
+    }
+    return make_call(args[0], args[1], args[2], args + 3);
+}
+
+/* --------------------------------------------------------- Middleware, CallMethod */
+
+/* The base of MaltiMiddleware with this module: its ``app`` and ``_cell`` kept in the
+ * object itself, so that __call__ (a CallMethod below) reads them without a look-up. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *app;
+    PyObject *cell; /* [snapshot or None]; NULL (read as None) until made */
+} Middleware;
+
+static int
+middleware_traverse(Middleware *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->app);
+    Py_VISIT(self->cell);
+    return 0;
+}
+
+static int
+middleware_clear(Middleware *self)
+{
+    Py_CLEAR(self->app);
+    Py_CLEAR(self->cell);
+    return 0;
+}
+
+static void
+middleware_dealloc(Middleware *self)
+{
+    PyObject_GC_UnTrack(self);
+    middleware_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* object.__new__ (without the arguments, which __init__ takes): it also lays out a
+ * subclass instance's attributes inline (3.11+), as for any class */
+static PyObject *
+middleware_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *none = PyTuple_New(0);
+    if (none == NULL)
+        return NULL;
+    PyObject *self = PyBaseObject_Type.tp_new(type, none, NULL);
+    Py_DECREF(none);
+    return self;
+}
+
+static PyMemberDef middleware_members[] = {
+    {"app", T_OBJECT_EX, offsetof(Middleware, app), 0, "the ASGI application"},
+    {"_cell", T_OBJECT, offsetof(Middleware, cell), 0, "[snapshot or None], read by each request's Call"},
+    {NULL},
+};
+
+static PyTypeObject MiddlewareType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "malti_sdk._speedups.Middleware",
+    .tp_basicsize = sizeof(Middleware),
+    .tp_dealloc = (destructor)middleware_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Base of MaltiMiddleware with the compiled module: app and _cell kept in the object.",
+    .tp_traverse = (traverseproc)middleware_traverse,
+    .tp_clear = (inquiry)middleware_clear,
+    .tp_members = middleware_members,
+    .tp_new = middleware_new,
+};
+
+/* MaltiMiddleware.__call__ with this module: a method descriptor (bound like a function,
+ * with attributes, so that asyncio, inspect and uvicorn take it for a coroutine function)
+ * whose call is make_call() on the middleware's own fields. A Python function there cost
+ * a frame and three attribute reads per request. Anything but (middleware, scope, receive,
+ * send) positionally goes to middleware._serve(), which answers as the async def did. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *dict;
+    vectorcallfunc vectorcall;
+} CallMethod;
+
+static PyObject *
+call_method_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs == 4 && kwnames == NULL && PyObject_TypeCheck(args[0], &MiddlewareType)) {
+        Middleware *middleware = (Middleware *)args[0];
+        if (middleware->app != NULL)
+            return make_call(args[0], middleware->app, middleware->cell ? middleware->cell : Py_None, args + 1);
+        /* no app set (a subclass that skipped __init__): raise what self.app raises */
+        PyObject *app = PyObject_GetAttrString(args[0], "app");
+        if (app == NULL)
+            return NULL;
+        Py_DECREF(app); /* found some other way (a subclass's property): the Python path */
+    }
+    else if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "MaltiMiddleware.__call__() needs the middleware");
+        return NULL;
+    }
+    return PyObject_VectorcallMethod(s_serve, args, nargsf, kwnames);
+}
+
+static PyObject *
+call_method_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    if (PyTuple_GET_SIZE(args) || (kwargs != NULL && PyDict_GET_SIZE(kwargs))) {
+        PyErr_SetString(PyExc_TypeError, "CallMethod() takes no arguments");
+        return NULL;
+    }
+    CallMethod *self = (CallMethod *)type->tp_alloc(type, 0);
+    if (self != NULL)
+        self->vectorcall = call_method_vectorcall;
+    return (PyObject *)self;
+}
+
+static PyObject *
+call_method_get(PyObject *self, PyObject *instance, PyObject *owner)
+{
+    if (instance == NULL || instance == Py_None)
+        return Py_NewRef(self);
+    return PyMethod_New(self, instance);
+}
+
+static PyObject *
+call_method_repr(PyObject *self)
+{
+    PyObject *name = PyObject_GetAttrString(self, "__qualname__");
+    if (name == NULL) {
+        PyErr_Clear();
+        return PyUnicode_FromString("<compiled function __call__>");
+    }
+    PyObject *text = PyUnicode_FromFormat("<compiled function %S>", name);
+    Py_DECREF(name);
+    return text;
+}
+
+static int
+call_method_traverse(CallMethod *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int
+call_method_clear(CallMethod *self)
+{
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void
+call_method_dealloc(CallMethod *self)
+{
+    PyObject_GC_UnTrack(self);
+    call_method_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject CallMethodType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "malti_sdk._speedups.CallMethod",
+    .tp_basicsize = sizeof(CallMethod),
+    .tp_dealloc = (destructor)call_method_dealloc,
+    .tp_repr = call_method_repr,
+    .tp_vectorcall_offset = offsetof(CallMethod, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_getattro = PyObject_GenericGetAttr,
+    .tp_setattro = PyObject_GenericSetAttr,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "MaltiMiddleware.__call__ with the compiled module (see malti_sdk/_middleware.py).",
+    .tp_traverse = (traverseproc)call_method_traverse,
+    .tp_clear = (inquiry)call_method_clear,
+    .tp_descr_get = call_method_get,
+    .tp_dictoffset = offsetof(CallMethod, dict),
+    .tp_new = call_method_new,
+};
 
 /* ------------------------------------------------------------------------ encode */
 
@@ -2576,7 +2755,7 @@ PyInit__speedups(void)
         }
     }
     if (PyType_Ready(&WatchType) < 0 || PyType_Ready(&GzipWriterType) < 0 || PyType_Ready(&RowStoreType) < 0 ||
-        PyType_Ready(&CallType) < 0)
+        PyType_Ready(&CallType) < 0 || PyType_Ready(&MiddlewareType) < 0 || PyType_Ready(&CallMethodType) < 0)
         return NULL;
     gzip_tables_init();
     crc_simd_init();
@@ -2587,6 +2766,8 @@ PyInit__speedups(void)
      * any change to the functions' arguments or results */
     if (PyModule_AddIntConstant(module, "VERSION", 6) < 0 ||
         PyModule_AddObjectRef(module, "Call", (PyObject *)&CallType) < 0 ||
+        PyModule_AddObjectRef(module, "Middleware", (PyObject *)&MiddlewareType) < 0 ||
+        PyModule_AddObjectRef(module, "CallMethod", (PyObject *)&CallMethodType) < 0 ||
         PyModule_AddObjectRef(module, "Watch", (PyObject *)&WatchType) < 0 ||
         PyModule_AddObjectRef(module, "GzipWriter", (PyObject *)&GzipWriterType) < 0 ||
         PyModule_AddObjectRef(module, "RowStore", (PyObject *)&RowStoreType) < 0 ||

@@ -64,6 +64,48 @@ def test_servers_take_call_for_a_coroutine_function(system):
     assert config.interface == "asgi3"
 
 
+async def test_call_is_called_as_a_method_in_every_way(system):
+    """With the compiled module __call__ is a CallMethod reading the middleware's own app
+    and _cell; bound, unbound, by keyword, from a subclass's super(), it records as the
+    Python function does, and answers wrong arguments and a missing app as it did."""
+    app = MaltiMiddleware(ok, telemetry_system=system)
+    assert list(inspect.signature(MaltiMiddleware.__call__).parameters) == ["self", "scope", "receive", "send"]
+    assert MaltiMiddleware.__call__.__qualname__ == "MaltiMiddleware.__call__"
+    assert "MaltiMiddleware.__call__" in repr(MaltiMiddleware.__call__)
+    await MaltiMiddleware.__call__(app, scope("/unbound"), receive, send)
+    await app.__call__(scope("/bound"), receive, send)
+    await app(scope=scope("/keywords"), receive=receive, send=send)
+
+    class Wrapping(MaltiMiddleware):
+        async def __call__(self, scope, receive, send):
+            scope["path"] = "/wrapped"
+            await super().__call__(scope, receive, send)
+
+    await Wrapping(ok, telemetry_system=system)(scope("/x"), receive, send)
+
+    async def created(scope, receive, send):
+        await send({"type": "http.response.start", "status": 202, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    app.app = created  # replaced after construction: the new one is called
+    await app(scope("/replaced"), receive, send)
+    assert rows(system) == [("<unmatched>", 201)] * 4 + [("<unmatched>", 202)]
+    with pytest.raises(TypeError):
+        app(scope("/x"), receive)
+    with pytest.raises(TypeError):
+        app(scope("/x"), receive, send, None)
+    with pytest.raises(TypeError):
+        MaltiMiddleware.__call__()
+
+    class NoInit(MaltiMiddleware):
+        def __init__(self):
+            pass  # a subclass that skips ours and sets no app
+
+    with pytest.raises(AttributeError):  # compiled: when called; Python: when awaited
+        await NoInit()(scope("/x"), receive, send)
+    assert len(rows(system)) == 5
+
+
 def test_asyncio_run_takes_the_call(system):
     awaitable = MaltiMiddleware(ok, telemetry_system=system)(scope(), receive, send)
     assert asyncio.iscoroutine(awaitable) and inspect.isawaitable(awaitable)
