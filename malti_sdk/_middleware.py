@@ -17,9 +17,11 @@ new one.
 
 With ``malti_sdk._speedups`` built (a C compiler at install), the request's awaitable,
 the send wrapper and the common case run in C, with the same checks in the same order;
-everything else still comes here. ``__call__`` is then a plain function returning that
-awaitable (a ``_speedups.Call``): no coroutine frame of ours sits in the request's await
-chain, which the app's coroutine would pass through at every resume. The pure-Python path
+everything else still comes here. ``__call__`` is then a compiled method (a
+``_speedups.CallMethod``, over a base that keeps ``app`` and ``_cell`` in the object)
+returning that awaitable (a ``_speedups.Call``): neither a frame of ours runs to make it,
+nor does a coroutine frame of ours sit in the request's await chain, which the app's
+coroutine would pass through at every resume. The pure-Python path
 below (``_serve``) stays the reference (and the fallback), and the tests run on both.
 """
 
@@ -131,6 +133,18 @@ class MaltiMiddleware(_Base):
             self._cell = [snapshot]
         else:
             cell[0] = snapshot
+
+    def __getstate__(self) -> dict[str, Any]:
+        # copy and pickle: with the compiled base, app and _cell live in the object itself
+        state = dict(vars(self))
+        for name in ("app", "_cell"):
+            if name not in state and hasattr(self, name):
+                state[name] = getattr(self, name)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
     @property
     def telemetry_system(self) -> TelemetrySystem:

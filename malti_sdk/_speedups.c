@@ -1,15 +1,20 @@
 /* Compiled request path of MaltiMiddleware (optional: malti_sdk/_middleware.py has the
  * same logic in Python, used when this module is not built or MALTI_SPEEDUPS=0).
  *
- * Four functions and four types, all called with the GIL held, none doing I/O:
+ * Four functions and six types, all called with the GIL held, none doing I/O:
+ *
+ *   Middleware, CallMethod
+ *       MaltiMiddleware's base (app and _cell kept in the object) and its __call__ (a
+ *       method descriptor); see "Middleware, CallMethod" below. For an HTTP request the
+ *       call is make_call(): what call() below does.
  *
  *   call(middleware, app, cell, scope, receive, send) -> Call
  *       MaltiMiddleware.__call__ for an HTTP request (other scopes: middleware._serve).
  *       Hands the app a Watch as its send and returns a Call: the request's awaitable,
  *       which resumes the app's coroutine from C and records the request when it ends
  *       (record() below, else the middleware's Python code); see "Call" below.
- *       watch() and record() are the steps it takes; as module functions they are only
- *       the tests' way in to them.
+ *       watch() and record() are the steps it takes; as module functions they, and call(),
+ *       are only the tests' way in to them.
  *
  *   watch(send, scope) -> Watch
  *       The ``send`` handed to the app. Calling it with a message notes the status and
@@ -1128,7 +1133,7 @@ typedef struct {
 
 static PyTypeObject CallType;
 static PyObject *raise_later; /* async def (exception): raise exception */
-static PyObject *s_http, *s_completed, *s_serve, *s_failed, *s_throw, *s_close;
+static PyObject *s_http, *s_completed, *s_serve, *s_failed, *s_throw, *s_close, *s_wrapped;
 
 /* The exception being raised, taken: an instance with its traceback (a new reference; the
  * error indicator is cleared), or NULL when none is set. PyErr_GetRaisedException from 3.12. */
@@ -1607,9 +1612,9 @@ awaitable_iter(PyObject *awaitable)
     return iterator;
 }
 
-/* call(middleware, app, cell, scope, receive, send): MaltiMiddleware.__call__ with this
- * module. The Python side reads app and cell (middleware.app, middleware._cell): its
- * specialised attribute reads cost a fraction of PyObject_GetAttr's from here. */
+/* make_call(middleware, app, cell, [scope, receive, send]): an HTTP request's Call (other
+ * scopes: middleware._serve). app and cell (middleware._cell) are the caller's: strong
+ * references it holds across this call. */
 static PyObject *
 make_call(PyObject *middleware, PyObject *app, PyObject *cell, PyObject *const *args)
 {
@@ -1749,6 +1754,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *dict;
     vectorcallfunc vectorcall;
+    PyObject *weakreflist;
 } CallMethod;
 
 static PyObject *
@@ -1757,8 +1763,16 @@ call_method_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObj
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (nargs == 4 && kwnames == NULL && PyObject_TypeCheck(args[0], &MiddlewareType)) {
         Middleware *middleware = (Middleware *)args[0];
-        if (middleware->app != NULL)
-            return make_call(args[0], middleware->app, middleware->cell ? middleware->cell : Py_None, args + 1);
+        if (middleware->app != NULL) {
+            /* strong references: make_call may run Python code (the scope's look-ups, the app)
+             * that replaces the middleware's app or _cell */
+            PyObject *app = Py_NewRef(middleware->app);
+            PyObject *cell = Py_NewRef(middleware->cell ? middleware->cell : Py_None);
+            PyObject *result = make_call(args[0], app, cell, args + 1);
+            Py_DECREF(app);
+            Py_DECREF(cell);
+            return result;
+        }
         /* no app set (a subclass that skipped __init__): raise what self.app raises */
         PyObject *app = PyObject_GetAttrString(args[0], "app");
         if (app == NULL)
@@ -1769,7 +1783,13 @@ call_method_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObj
         PyErr_SetString(PyExc_TypeError, "MaltiMiddleware.__call__() needs the middleware");
         return NULL;
     }
-    return PyObject_VectorcallMethod(s_serve, args, nargsf, kwnames);
+    /* the Python function this stands for (__wrapped__): its answers, its errors' names */
+    PyObject *function = PyObject_GetAttr(op, s_wrapped);
+    if (function == NULL)
+        return NULL;
+    PyObject *result = PyObject_Vectorcall(function, args, nargsf, kwnames);
+    Py_DECREF(function);
+    return result;
 }
 
 static PyObject *
@@ -1824,9 +1844,16 @@ static void
 call_method_dealloc(CallMethod *self)
 {
     PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
     call_method_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
+
+static PyGetSetDef call_method_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL},
+};
 
 static PyTypeObject CallMethodType = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -1844,6 +1871,8 @@ static PyTypeObject CallMethodType = {
     .tp_clear = (inquiry)call_method_clear,
     .tp_descr_get = call_method_get,
     .tp_dictoffset = offsetof(CallMethod, dict),
+    .tp_weaklistoffset = offsetof(CallMethod, weakreflist),
+    .tp_getset = call_method_getset,
     .tp_new = call_method_new,
 };
 
@@ -2746,6 +2775,7 @@ PyInit__speedups(void)
         {&s_failed, "_failed"},
         {&s_throw, "throw"},
         {&s_close, "close"},
+        {&s_wrapped, "__wrapped__"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].target == NULL) {
