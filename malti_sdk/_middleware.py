@@ -511,11 +511,12 @@ def _use_speedups(module: Any) -> None:
             _raise_later,
         )
         collections.abc.Coroutine.register(module.Call)
+        compiled = _compiled_call(module)
     except Exception:  # never let the accelerator stop the app from importing
         logger.warning("Malti: malti_sdk._speedups could not be set up; using the pure-Python path", exc_info=True)
         MaltiMiddleware.__call__ = _python_call
         return
-    MaltiMiddleware.__call__ = _compiled_call(module)
+    MaltiMiddleware.__call__ = compiled
 
 
 def _compiled_call(module: Any) -> Any:

@@ -253,7 +253,7 @@ class RecordEncoder:
 
 
 #: the interface of malti_sdk/_speedups.c this code expects (its VERSION)
-SPEEDUPS_VERSION = 6
+SPEEDUPS_VERSION = 7
 
 
 def _load_speedups() -> Any:

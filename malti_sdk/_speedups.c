@@ -2794,7 +2794,7 @@ PyInit__speedups(void)
         return NULL;
     /* the interface version malti_sdk/_records.py checks (SPEEDUPS_VERSION): raise it with
      * any change to the functions' arguments or results */
-    if (PyModule_AddIntConstant(module, "VERSION", 6) < 0 ||
+    if (PyModule_AddIntConstant(module, "VERSION", 7) < 0 ||
         PyModule_AddObjectRef(module, "Call", (PyObject *)&CallType) < 0 ||
         PyModule_AddObjectRef(module, "Middleware", (PyObject *)&MiddlewareType) < 0 ||
         PyModule_AddObjectRef(module, "CallMethod", (PyObject *)&CallMethodType) < 0 ||
