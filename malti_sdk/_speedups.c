@@ -1,20 +1,16 @@
 /* Compiled request path of MaltiMiddleware (optional: malti_sdk/_middleware.py has the
  * same logic in Python, used when this module is not built or MALTI_SPEEDUPS=0).
  *
- * Four functions and six types, all called with the GIL held, none doing I/O:
+ * Three functions and six types, all called with the GIL held, none doing I/O:
  *
  *   Middleware, CallMethod
  *       MaltiMiddleware's base (app and _cell kept in the object) and its __call__ (a
- *       method descriptor); see "Middleware, CallMethod" below. For an HTTP request the
- *       call is make_call(): what call() below does.
- *
- *   call(middleware, app, cell, scope, receive, send) -> Call
- *       MaltiMiddleware.__call__ for an HTTP request (other scopes: middleware._serve).
- *       Hands the app a Watch as its send and returns a Call: the request's awaitable,
- *       which resumes the app's coroutine from C and records the request when it ends
- *       (record() below, else the middleware's Python code); see "Call" below.
- *       watch() and record() are the steps it takes; as module functions they, and call(),
- *       are only the tests' way in to them.
+ *       method descriptor); see "Middleware, CallMethod" below. For an HTTP request
+ *       (other scopes: middleware._serve) the call hands the app a Watch as its send and
+ *       returns a Call: the request's awaitable, which resumes the app's coroutine from C
+ *       and records the request when it ends (record() below, else the middleware's
+ *       Python code); see "Call" below. watch() and record() are the steps it takes; as
+ *       module functions they are only the tests' way in to them.
  *
  *   watch(send, scope) -> Watch
  *       The ``send`` handed to the app. Calling it with a message notes the status and
@@ -106,6 +102,23 @@ wall_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* mapping[key]: a new reference, or NULL with the error. A plain dict is read without
+ * calls out (the common case: ASGI scopes and messages); anything else, a dict subclass's
+ * __missing__ included, through PyObject_GetItem. */
+static inline PyObject *
+mapping_item(PyObject *mapping, PyObject *key)
+{
+    if (!PyDict_CheckExact(mapping))
+        return PyObject_GetItem(mapping, key);
+    PyObject *value = PyDict_GetItemWithError(mapping, key);
+    if (value == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return Py_NewRef(value);
+}
+
 /* mapping.get(key): a new reference, or NULL (with no error set) when the key is missing */
 static PyObject *
 mapping_get(PyObject *mapping, PyObject *key)
@@ -155,15 +168,9 @@ watch_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames
         PyErr_SetString(PyExc_RuntimeError, "send() of a cleared Watch");
         return NULL;
     }
-    int exact = PyDict_CheckExact(message); /* the common case: a dict, read without calls out */
-    PyObject *type = exact ? PyDict_GetItemWithError(message, s_type) : PyObject_GetItem(message, s_type);
-    if (type == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetObject(PyExc_KeyError, s_type);
+    PyObject *type = mapping_item(message, s_type);
+    if (type == NULL)
         return NULL;
-    }
-    if (exact)
-        Py_INCREF(type); /* held across a comparison that may call out */
     int is_start;
     if (PyUnicode_CheckExact(type)) /* compared in place: no interned copy to meet by identity */
         is_start = PyUnicode_GET_LENGTH(type) == 19 && PyUnicode_KIND(type) == PyUnicode_1BYTE_KIND &&
@@ -174,14 +181,9 @@ watch_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames
     if (is_start < 0)
         return NULL;
     if (is_start) {
-        PyObject *status = exact ? PyDict_GetItemWithError(message, s_status) : PyObject_GetItem(message, s_status);
-        if (status == NULL) {
-            if (!PyErr_Occurred())
-                PyErr_SetObject(PyExc_KeyError, s_status);
+        PyObject *status = mapping_item(message, s_status);
+        if (status == NULL)
             return NULL;
-        }
-        if (exact)
-            Py_INCREF(status);
         Py_XSETREF(self->status, status);
     }
     else {
@@ -1623,8 +1625,7 @@ make_call(PyObject *middleware, PyObject *app, PyObject *cell, PyObject *const *
         return NULL;
     }
     PyObject *scope = args[0]; /* args: scope, receive, send */
-    PyObject *type = PyDict_CheckExact(scope) ? Py_XNewRef(PyDict_GetItemWithError(scope, s_type))
-                                              : PyObject_GetItem(scope, s_type);
+    PyObject *type = mapping_item(scope, s_type);
     int http = type == NULL ? -1 : type == s_http ? 1 : PyObject_RichCompareBool(type, s_http, Py_EQ);
     Py_XDECREF(type);
     if (http < 0) /* the Python side raises it when awaited, as the ``async def`` did */
@@ -1667,16 +1668,6 @@ make_call(PyObject *middleware, PyObject *app, PyObject *cell, PyObject *const *
     self->weakreflist = NULL;
     PyObject_GC_Track(self);
     return (PyObject *)self;
-}
-
-static PyObject *
-speedups_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "call(middleware, app, cell, scope, receive, send)");
-        return NULL;
-    }
-    return make_call(args[0], args[1], args[2], args + 3);
 }
 
 /* --------------------------------------------------------- Middleware, CallMethod */
@@ -2727,8 +2718,6 @@ static PyMethodDef speedups_methods[] = {
      "record(watch, scope, snapshot) -> True when the common case recorded (or ignored) the request"},
     {"encode", (PyCFunction)(void (*)(void))speedups_encode, METH_FASTCALL,
      "encode(rows, prefixes, make_prefix, make_stamp) -> the rows' JSON objects, comma-joined, or None"},
-    {"call", (PyCFunction)(void (*)(void))speedups_call, METH_FASTCALL,
-     "call(middleware, app, cell, scope, receive, send): MaltiMiddleware.__call__, a Call for an HTTP request"},
     {"crc32", speedups_crc32, METH_VARARGS,
      "crc32(data, value=0, simd=True): zlib.crc32's result (simd=False: without the carry-less multiply)"},
     {"setup", speedups_setup, METH_VARARGS,
