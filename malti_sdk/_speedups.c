@@ -1705,7 +1705,8 @@ middleware_dealloc(Middleware *self)
 }
 
 /* object.__new__ (without the arguments, which __init__ takes): it also lays out a
- * subclass instance's attributes inline (3.11+), as for any class */
+ * subclass instance's attributes inline, as for any class (3.11 and 3.12; 3.13 keeps a
+ * __dict__ for a class whose base adds fields of its own) */
 static PyObject *
 middleware_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -1740,7 +1741,7 @@ static PyTypeObject MiddlewareType = {
  * with attributes, so that asyncio, inspect and uvicorn take it for a coroutine function)
  * whose call is make_call() on the middleware's own fields. A Python function there cost
  * a frame and three attribute reads per request. Anything but (middleware, scope, receive,
- * send) positionally goes to middleware._serve(), which answers as the async def did. */
+ * send) positionally goes to that Python function (its __wrapped__), which answers as it did. */
 typedef struct {
     PyObject_HEAD
     PyObject *dict;
