@@ -55,6 +55,18 @@
 #include <string.h>
 #include <time.h>
 
+/* Branch hints for the per-request functions: every request runs their usual path, and a
+ * request's other code (the server's, the app's) evicts ours from the instruction cache in
+ * between, so each line of it the usual path touches is a miss. Hinted, the compiler lays
+ * the checks' failure paths after the usual path instead of between its lines. */
+#if defined(__GNUC__) || defined(__clang__)
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define LIKELY(x) (x)
+#define UNLIKELY(x) (x)
+#endif
+
 static PyObject *s_type, *s_status, *s_more_body, *s_response_start, *s_route, *s_method,
     *s_state, *s_headers, *s_root_path, *s_app_root_path, *s_path_params, *s_malti_consumer,
     *s_context, *s_malti_context, *s_get, *s_time, *s_message;
@@ -108,10 +120,10 @@ wall_now(void)
 static inline PyObject *
 mapping_item(PyObject *mapping, PyObject *key)
 {
-    if (!PyDict_CheckExact(mapping))
+    if (UNLIKELY(!PyDict_CheckExact(mapping)))
         return PyObject_GetItem(mapping, key);
     PyObject *value = PyDict_GetItemWithError(mapping, key);
-    if (value == NULL) {
+    if (UNLIKELY(value == NULL)) {
         if (!PyErr_Occurred())
             PyErr_SetObject(PyExc_KeyError, key);
         return NULL;
@@ -124,7 +136,7 @@ static PyObject *
 mapping_get(PyObject *mapping, PyObject *key)
 {
     PyObject *value;
-    if (PyDict_Check(mapping)) {
+    if (LIKELY(PyDict_Check(mapping))) {
         value = PyDict_GetItemWithError(mapping, key);
         Py_XINCREF(value);
         return value;
@@ -158,48 +170,48 @@ watch_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames
     Watch *self = (Watch *)op;
     Py_ssize_t positional = PyVectorcall_NARGS(nargsf);
     Py_ssize_t keywords = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    if (positional + keywords != 1 ||
-        (keywords && PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), s_message) != 0)) {
+    if (UNLIKELY(positional + keywords != 1 ||
+                 (keywords && PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), s_message) != 0))) {
         PyErr_SetString(PyExc_TypeError, "send() takes exactly one argument, message");
         return NULL;
     }
     PyObject *message = args[0]; /* positional or send(message=...) */
-    if (self->send == NULL) {
+    if (UNLIKELY(self->send == NULL)) {
         PyErr_SetString(PyExc_RuntimeError, "send() of a cleared Watch");
         return NULL;
     }
     PyObject *type = mapping_item(message, s_type);
-    if (type == NULL)
+    if (UNLIKELY(type == NULL))
         return NULL;
     int is_start;
-    if (PyUnicode_CheckExact(type)) /* compared in place: no interned copy to meet by identity */
+    if (LIKELY(PyUnicode_CheckExact(type))) /* compared in place: no interned copy to meet by identity */
         is_start = PyUnicode_GET_LENGTH(type) == 19 && PyUnicode_KIND(type) == PyUnicode_1BYTE_KIND &&
                    memcmp(PyUnicode_DATA(type), "http.response.start", 19) == 0;
     else
         is_start = PyObject_RichCompareBool(type, s_response_start, Py_EQ);
     Py_DECREF(type);
-    if (is_start < 0)
+    if (UNLIKELY(is_start < 0))
         return NULL;
     if (is_start) {
         PyObject *status = mapping_item(message, s_status);
-        if (status == NULL)
+        if (UNLIKELY(status == NULL))
             return NULL;
         Py_XSETREF(self->status, status);
     }
     else {
         PyObject *more = mapping_get(message, s_more_body);
-        if (more == NULL && PyErr_Occurred())
+        if (UNLIKELY(more == NULL && PyErr_Occurred()))
             return NULL;
         int streaming = 0;
         if (more != NULL) {
             streaming = PyObject_IsTrue(more);
             Py_DECREF(more);
-            if (streaming < 0)
+            if (UNLIKELY(streaming < 0))
                 return NULL;
         }
         if (streaming)
             self->end = -1.0;
-        else if (self->end != 0.0)
+        else if (UNLIKELY(self->end != 0.0))
             /* the last chunk of a stream: complete once the server took it */
             return PyObject_CallFunctionObjArgs(send_last, op, self->send, message, NULL);
         else
@@ -291,20 +303,20 @@ static PyObject *
 watch_new(PyObject *send, PyObject *scope)
 {
     PyObject *root = mapping_get(scope, s_root_path);
-    if (root == NULL) {
+    if (UNLIKELY(root == NULL)) {
         if (PyErr_Occurred())
             return NULL;
         root = Py_NewRef(Py_None);
     }
     PyObject *params = NULL;
     int has_root = PyObject_IsTrue(root);
-    if (has_root < 0) {
+    if (UNLIKELY(has_root < 0)) {
         Py_DECREF(root);
         return NULL;
     }
     if (has_root) {
         params = mapping_get(scope, s_path_params);
-        if (params == NULL && PyErr_Occurred()) {
+        if (UNLIKELY(params == NULL && PyErr_Occurred())) {
             Py_DECREF(root);
             return NULL;
         }
@@ -312,7 +324,7 @@ watch_new(PyObject *send, PyObject *scope)
     if (params == NULL)
         params = Py_NewRef(Py_None);
     Watch *self = PyObject_GC_New(Watch, &WatchType);
-    if (self == NULL) {
+    if (UNLIKELY(self == NULL)) {
         Py_DECREF(root);
         Py_DECREF(params);
         return NULL;
@@ -837,7 +849,7 @@ static PyObject *
 route_entry(PyObject *index, PyObject *route)
 {
     size_t slot = ((uintptr_t)route >> 4) % ROUTE_SLOTS;
-    if (index == route_index && route_slots[slot].route == route)
+    if (LIKELY(index == route_index && route_slots[slot].route == route))
         return route_slots[slot].entry;
     PyObject *key = PyLong_FromVoidPtr(route);
     if (key == NULL)
@@ -868,7 +880,7 @@ route_entry(PyObject *index, PyObject *route)
 static long
 header_rank(PyObject *name)
 {
-    if (header_name_count < 0) {
+    if (UNLIKELY(header_name_count < 0)) {
         PyObject *found = PyDict_GetItemWithError(consumer_headers, name);
         if (found == NULL)
             return PyErr_Occurred() ? -2 : -1;
@@ -897,20 +909,20 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
 {
     double end = watch->end;
     PyObject *status = watch->status;
-    if (!(end > 0.0) || status == NULL || !PyLong_CheckExact(status))
+    if (UNLIKELY(!(end > 0.0) || status == NULL || !PyLong_CheckExact(status)))
         return 0;
     int overflow = 0;
     long code = PyLong_AsLongAndOverflow(status, &overflow);
-    if (overflow || code < 100 || code > 599)
+    if (UNLIKELY(overflow || code < 100 || code > 599))
         return 0;
-    if (!PyDict_CheckExact(scope) || !PyTuple_CheckExact(snapshot) || PyTuple_GET_SIZE(snapshot) != 4)
+    if (UNLIKELY(!PyDict_CheckExact(scope) || !PyTuple_CheckExact(snapshot) || PyTuple_GET_SIZE(snapshot) != 4))
         return 0;
     /* the snapshot tuple (held by the caller) keeps these alive */
     PyObject *rows = PyTuple_GET_ITEM(snapshot, 0);
     PyObject *limit = PyTuple_GET_ITEM(snapshot, 1);
     PyObject *clean_mode = PyTuple_GET_ITEM(snapshot, 2);
     PyObject *index = PyTuple_GET_ITEM(snapshot, 3);
-    if (!PyDict_CheckExact(index) || !PyBool_Check(clean_mode) || !PyLong_CheckExact(limit))
+    if (UNLIKELY(!PyDict_CheckExact(index) || !PyBool_Check(clean_mode) || !PyLong_CheckExact(limit)))
         return 0;
 
     int result = 0;
@@ -919,44 +931,44 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
 
     /* the matched route's full pattern, from the route index */
     PyObject *route = PyDict_GetItemWithError(scope, s_route);
-    if (route == NULL)
+    if (UNLIKELY(route == NULL))
         goto failed_or_not_handled;
     PyObject *entry = route_entry(index, route);
-    if (entry == NULL)
+    if (UNLIKELY(entry == NULL))
         goto failed_or_not_handled;
-    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) < 2 || PyTuple_GET_ITEM(entry, 0) != route ||
-        !PyUnicode_CheckExact(PyTuple_GET_ITEM(entry, 1)))
+    if (UNLIKELY(!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) < 2 || PyTuple_GET_ITEM(entry, 0) != route ||
+                 !PyUnicode_CheckExact(PyTuple_GET_ITEM(entry, 1))))
         goto done;
     pattern = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
 
     PyObject *scope_method = PyDict_GetItemWithError(scope, s_method);
-    if (scope_method == NULL)
+    if (UNLIKELY(scope_method == NULL))
         goto failed_or_not_handled;
-    if (!PyUnicode_CheckExact(scope_method))
+    if (UNLIKELY(!PyUnicode_CheckExact(scope_method)))
         goto done;
     method = PyDict_GetItemWithError(known_methods, scope_method);
-    if (method == NULL)
+    if (UNLIKELY(method == NULL))
         goto failed_or_not_handled;
     Py_INCREF(method);
 
     int has_data = state_has_request_data(scope); /* may run the app's code */
-    if (has_data != 0) {
+    if (UNLIKELY(has_data != 0)) {
         result = has_data < 0 ? -1 : 0;
         goto done;
     }
 
     Py_ssize_t backlog = PyLong_AsSsize_t(limit);
-    if (backlog == -1 && PyErr_Occurred())
+    if (UNLIKELY(backlog == -1 && PyErr_Occurred()))
         goto error;
     Py_ssize_t buffered = PyObject_Size(rows);
-    if (buffered < 0)
+    if (UNLIKELY(buffered < 0))
         goto error;
-    if (buffered >= backlog)
+    if (UNLIKELY(buffered >= backlog))
         goto done;
 
     /* below a Mount this middleware's own route index does not know: the Python path */
     PyObject *root = watch->root;
-    if (root != Py_None) {
+    if (UNLIKELY(root != Py_None)) {
         if (!PyUnicode_CheckExact(root))
             goto done;
         if (PyUnicode_GET_LENGTH(root)) {
@@ -968,19 +980,19 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
         }
     }
 
-    if ((code == 404 || code == 401) && clean_mode == Py_True) {
+    if (UNLIKELY((code == 404 || code == 401) && clean_mode == Py_True)) {
         result = 1; /* ignored, as clean mode asks */
         goto done;
     }
 
     /* created_at: time.time(), unless a test (freezegun...) replaced _middleware.time */
     PyObject *clock = PyDict_GetItemWithError(clock_namespace, s_time);
-    if (clock == NULL && PyErr_Occurred())
+    if (UNLIKELY(clock == NULL && PyErr_Occurred()))
         goto error;
     int real_clock = clock == NULL || clock == real_time;
     /* into a RowStore as a slot (no object made), else as a tuple through rows.append */
     RowStore *store = real_clock && Py_IS_TYPE(rows, &RowStoreType) ? (RowStore *)rows : NULL;
-    if (store == NULL) {
+    if (UNLIKELY(store == NULL)) {
         if (real_clock)
             created = PyFloat_FromDouble(wall_now());
         else {
@@ -997,9 +1009,9 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
 
     /* the consumer header of the best rank (the first of equal ones): no calls out from here */
     PyObject *headers = PyDict_GetItemWithError(scope, s_headers);
-    if (headers == NULL)
+    if (UNLIKELY(headers == NULL))
         goto failed_or_not_handled;
-    if (!PyList_CheckExact(headers) && !PyTuple_CheckExact(headers))
+    if (UNLIKELY(!PyList_CheckExact(headers) && !PyTuple_CheckExact(headers)))
         goto done;
     PyObject *consumer = anonymous;
     long rank = 4;
@@ -1007,27 +1019,27 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
     PyObject **items = PySequence_Fast_ITEMS(headers);
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *header = items[i];
-        if (!PyTuple_CheckExact(header) || PyTuple_GET_SIZE(header) != 2 ||
-            !PyBytes_CheckExact(PyTuple_GET_ITEM(header, 0)))
+        if (UNLIKELY(!PyTuple_CheckExact(header) || PyTuple_GET_SIZE(header) != 2 ||
+                     !PyBytes_CheckExact(PyTuple_GET_ITEM(header, 0))))
             goto done;
         long found_rank = header_rank(PyTuple_GET_ITEM(header, 0));
-        if (found_rank == -1)
+        if (LIKELY(found_rank == -1))
             continue;
-        if (found_rank == -2)
+        if (UNLIKELY(found_rank == -2))
             goto error;
-        if (found_rank < -1)
+        if (UNLIKELY(found_rank < -1))
             goto done;
         if (found_rank < rank) {
             PyObject *value = PyTuple_GET_ITEM(header, 1);
-            if (!PyBytes_CheckExact(value))
+            if (UNLIKELY(!PyBytes_CheckExact(value)))
                 goto done;
             consumer = PyBytes_GET_SIZE(value) ? value : anonymous;
             rank = found_rank;
         }
     }
-    if (store != NULL) {
+    if (LIKELY(store != NULL)) {
         /* reserved only now: the headers look-up above may run Python code (a scope key's __eq__) */
-        if (store_reserve(store, 1) < 0)
+        if (UNLIKELY(store_reserve(store, 1) < 0))
             goto error;
         Slot slot = {method, pattern, status, Py_NewRef(consumer), Py_NewRef(Py_None),
                      (end - watch->start) * 1000.0, wall_now()};
@@ -1161,17 +1173,17 @@ call_ended(Call *self, PySendResult status, PyObject **result)
 {
     PyObject *inner = self->inner;
     self->inner = NULL;
-    if (status == PYGEN_RETURN) {
+    if (LIKELY(status == PYGEN_RETURN)) {
         Py_XDECREF(inner);
         Py_SETREF(*result, Py_NewRef(Py_None)); /* None, as the ``async def`` returned */
         /* the middleware's snapshot as it is now (the sender may have dropped it meanwhile) */
         PyObject *cell = self->cell, *snapshot = NULL;
-        if (PyList_CheckExact(cell) && PyList_GET_SIZE(cell) == 1)
+        if (LIKELY(PyList_CheckExact(cell) && PyList_GET_SIZE(cell) == 1))
             snapshot = Py_NewRef(PyList_GET_ITEM(cell, 0));
         int recorded = 0;
-        if (snapshot != NULL && snapshot != Py_None) {
+        if (LIKELY(snapshot != NULL && snapshot != Py_None)) {
             recorded = record_row((Watch *)self->watch, self->scope, snapshot);
-            if (recorded < 0) { /* telemetry must never break the app: count it (and log it), go on */
+            if (UNLIKELY(recorded < 0)) { /* telemetry must never break the app: count it (and log it), go on */
                 PyObject *error = take_raised();
                 PyObject *done = PyObject_CallMethodOneArg(self->middleware, s_failed, error ? error : Py_None);
                 if (done == NULL)
@@ -1182,7 +1194,7 @@ call_ended(Call *self, PySendResult status, PyObject **result)
             }
         }
         Py_XDECREF(snapshot);
-        if (!recorded) {
+        if (UNLIKELY(!recorded)) {
             PyObject *done = PyObject_CallMethodObjArgs(self->middleware, s_completed, self->scope, self->watch, NULL);
             if (done == NULL) { /* as an exception out of the Python path's own code would */
                 Py_CLEAR(*result);
@@ -1226,12 +1238,12 @@ call_check(Call *self)
 static PySendResult
 call_am_send(Call *self, PyObject *arg, PyObject **result)
 {
-    if (call_check(self) < 0) {
+    if (UNLIKELY(call_check(self) < 0)) {
         *result = NULL;
         return PYGEN_ERROR;
     }
     if (!self->started) {
-        if (arg != Py_None) {
+        if (UNLIKELY(arg != Py_None)) {
             PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started coroutine");
             *result = NULL;
             return PYGEN_ERROR;
@@ -1241,7 +1253,7 @@ call_am_send(Call *self, PyObject *arg, PyObject **result)
     self->running = 1;
     PySendResult status = PyIter_Send(self->inner, arg, result);
     self->running = 0;
-    if (status == PYGEN_NEXT)
+    if (LIKELY(status == PYGEN_NEXT))
         return status;
     return call_ended(self, status, result);
 }
@@ -1620,40 +1632,42 @@ awaitable_iter(PyObject *awaitable)
 static PyObject *
 make_call(PyObject *middleware, PyObject *app, PyObject *cell, PyObject *const *args)
 {
-    if (raise_later == NULL) {
+    if (UNLIKELY(raise_later == NULL)) {
         PyErr_SetString(PyExc_RuntimeError, "malti_sdk._speedups.setup() was not called");
         return NULL;
     }
     PyObject *scope = args[0]; /* args: scope, receive, send */
     PyObject *type = mapping_item(scope, s_type);
-    int http = type == NULL ? -1 : type == s_http ? 1 : PyObject_RichCompareBool(type, s_http, Py_EQ);
+    int http = UNLIKELY(type == NULL) ? -1
+               : LIKELY(type == s_http) ? 1
+                                        : PyObject_RichCompareBool(type, s_http, Py_EQ);
     Py_XDECREF(type);
-    if (http < 0) /* the Python side raises it when awaited, as the ``async def`` did */
+    if (UNLIKELY(http < 0)) /* the Python side raises it when awaited, as the ``async def`` did */
         PyErr_Clear();
-    if (http <= 0) { /* lifespan, websocket, anything else: the Python side */
+    if (UNLIKELY(http <= 0)) { /* lifespan, websocket, anything else: the Python side */
         PyObject *serve_args[4] = {middleware, scope, args[1], args[2]};
         return PyObject_VectorcallMethod(s_serve, serve_args, 4, NULL);
     }
     PyObject *watch = watch_new(args[2], scope);
-    if (watch == NULL)
+    if (UNLIKELY(watch == NULL))
         return NULL;
     PyObject *app_args[3] = {scope, args[1], watch};
     PyObject *inner = PyObject_Vectorcall(app, app_args, 3, NULL);
-    if (inner != NULL && !PyCoro_CheckExact(inner) && !Py_IS_TYPE(inner, &CallType))
+    if (UNLIKELY(inner != NULL && !PyCoro_CheckExact(inner) && !Py_IS_TYPE(inner, &CallType)))
         Py_SETREF(inner, awaitable_iter(inner)); /* what ``await`` would resume */
-    if (inner == NULL) {
+    if (UNLIKELY(inner == NULL)) {
         /* the app raised before returning its coroutine, or returned what cannot be awaited:
          * raised when awaited, and recorded as a failed request, as the ``async def`` did */
         PyObject *error = take_raised();
         inner = error == NULL ? NULL : PyObject_CallOneArg(raise_later, error);
         Py_XDECREF(error);
     }
-    if (inner == NULL) {
+    if (UNLIKELY(inner == NULL)) {
         Py_DECREF(watch);
         return NULL;
     }
     Call *self = PyObject_GC_New(Call, &CallType);
-    if (self == NULL) {
+    if (UNLIKELY(self == NULL)) {
         Py_DECREF(inner);
         Py_DECREF(watch);
         return NULL;
@@ -1753,9 +1767,9 @@ static PyObject *
 call_method_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs == 4 && kwnames == NULL && PyObject_TypeCheck(args[0], &MiddlewareType)) {
+    if (LIKELY(nargs == 4 && kwnames == NULL && PyObject_TypeCheck(args[0], &MiddlewareType))) {
         Middleware *middleware = (Middleware *)args[0];
-        if (middleware->app != NULL) {
+        if (LIKELY(middleware->app != NULL)) {
             /* strong references: make_call may run Python code (the scope's look-ups, the app)
              * that replaces the middleware's app or _cell */
             PyObject *app = Py_NewRef(middleware->app);
