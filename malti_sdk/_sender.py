@@ -748,7 +748,7 @@ class BatchSender:
         batch.retry_at = time.monotonic() + delay
         if batch.attempts == config.max_retries + 1:
             logger.warning(
-                "Malti: %d attempts failed (%s); records are kept and retried every <= %.0f s",
+                "Malti: %d attempts failed (%s); records are kept and retried every <= %g s",
                 batch.attempts,
                 reason,
                 config.max_retry_delay,
