@@ -415,25 +415,52 @@ class MaltiMiddleware(_Base):
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         system = self.telemetry_system
+        received = False
 
         async def receive_with_start() -> Message:
+            nonlocal received
+            received = True
             message = await receive()
             if message["type"] == "lifespan.startup":
-                try:
-                    await system.start()
-                except Exception:
-                    logger.exception("Malti: could not start the sender")
+                await _start_sender(system)
             return message
 
         async def send_with_stop(message: Message) -> None:
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                try:
-                    await system.stop()
-                except Exception:
-                    logger.exception("Malti: flush at shutdown failed")
+                await _stop_sender(system)
             await send(message)
 
         await self.app(scope, receive_with_start, send_with_stop)
+        if received:
+            return
+        # The app returned without taking part (a plain ASGI app that only serves "http"):
+        # the events are answered here, so that the sender starts with the server and
+        # delivers what it holds when the server stops. Without a lifespan, a server that
+        # ends the process by a signal leaves no exit hook time to run (uvicorn raises the
+        # SIGTERM it caught again once it has shut down, and its default action kills).
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await _start_sender(system)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await _stop_sender(system)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _start_sender(system: TelemetrySystem) -> None:
+    try:
+        await system.start()
+    except Exception:
+        logger.exception("Malti: could not start the sender")
+
+
+async def _stop_sender(system: TelemetrySystem) -> None:
+    try:
+        await system.stop()
+    except Exception:
+        logger.exception("Malti: flush at shutdown failed")
 
 
 _HOOKS = ("_extract_route_pattern", "_extract_consumer", "_extract_context")

@@ -203,6 +203,36 @@ async def test_lifespan_starts_and_stops_the_system_around_the_apps_own(make_sys
     assert sent == [("lifespan.startup.complete", True), ("lifespan.shutdown.complete", False)]
 
 
+async def test_lifespan_events_an_app_ignores_are_answered_by_the_middleware(make_system):
+    system = make_system(malti_url="http://127.0.0.1:9")
+
+    async def plain(scope, receive, send):  # serves "http" only, returns on anything else
+        if scope["type"] != "http":
+            return
+
+    async def raises(scope, receive, send):
+        raise RuntimeError("lifespan not supported")
+
+    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent = []
+
+    async def receive():
+        return inbox.pop(0)
+
+    async def send(message):
+        sent.append((message["type"], system.get_stats()["running"]))
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    await MaltiMiddleware(plain, telemetry_system=system)(scope, receive, send)
+    assert sent == [("lifespan.startup.complete", True), ("lifespan.shutdown.complete", False)]
+    assert inbox == []
+    # an app that raises: the server decides what that means (uvicorn's "auto": no lifespan)
+    inbox[:] = [{"type": "lifespan.startup"}]
+    with pytest.raises(RuntimeError, match="lifespan not supported"):
+        await MaltiMiddleware(raises, telemetry_system=system)(scope, receive, send)
+    assert inbox == [{"type": "lifespan.startup"}] and len(sent) == 2
+
+
 async def test_lifespan_injection_can_be_turned_off(make_system):
     system = make_system(malti_url="http://127.0.0.1:9")
     app = Starlette()

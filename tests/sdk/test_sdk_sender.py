@@ -280,3 +280,64 @@ def test_records_left_at_interpreter_exit_are_flushed(receiver, tmp_path, mode, 
     done = subprocess.run([sys.executable, str(script), url, mode], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert len(receiver.stored) == 37
+
+
+
+SIGTERM_APP = """
+from malti_sdk import MaltiMiddleware
+
+
+async def plain(scope, receive, send):  # a plain ASGI app: it serves "http" and returns on anything else
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+app = MaltiMiddleware(plain)
+"""
+
+
+def test_sigterm_to_uvicorn_serving_an_app_without_lifespan_delivers_what_is_buffered(receiver, tmp_path):
+    """uvicorn stops on SIGTERM, then raises the signal again with its default action, which
+    ends the process before any exit hook runs. The app takes no part in lifespan events,
+    so the middleware answers them: its sender stops (and delivers) with the server."""
+    import os
+    import signal
+
+    import httpx
+
+    (tmp_path / "sigterm_app.py").write_text(SIGTERM_APP)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]),
+        "MALTI_API_KEY": "k",
+        "MALTI_URL": receiver.url,
+        "MALTI_BATCH_INTERVAL": "3600",  # nothing is sent before the signal
+        "MALTI_BATCH_SIZE": "10000",
+    }
+    command = [sys.executable, "-m", "uvicorn", "sigterm_app:app", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(command, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(400):
+                try:
+                    client.get("/first")
+                    break
+                except httpx.TransportError:
+                    if proc.poll() is not None:
+                        raise AssertionError(proc.stderr.read()) from None
+                    threading.Event().wait(0.05)
+            for i in range(41):
+                assert client.get(f"/users/{i}").status_code == 200
+        assert receiver.stored == []
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (0, -signal.SIGTERM), stderr  # uvicorn 0.29 and later raise it again
+    assert len(receiver.stored) == 42, stderr
+    assert {r["endpoint"] for r in receiver.stored} == {"<unmatched>"}
