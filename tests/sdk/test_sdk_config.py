@@ -177,6 +177,23 @@ def test_public_names_of_the_original_package_exist():
         assert name in malti_sdk.__all__ and getattr(malti_sdk, name)
 
 
+async def run_lifespan(app, system, inbox=None):
+    """Lifespan events (``inbox``, which keeps those not read; by default startup and
+    shutdown) through ``app``: returns what it sent, each with whether the sender ran then."""
+    if inbox is None:
+        inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent = []
+
+    async def receive():
+        return inbox.pop(0)
+
+    async def send(message):
+        sent.append((message["type"], system.get_stats()["running"]))
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    return sent
+
+
 async def test_lifespan_starts_and_stops_the_system_around_the_apps_own(make_system):
     system = make_system(malti_url="http://127.0.0.1:9")
     events = []
@@ -189,16 +206,7 @@ async def test_lifespan_starts_and_stops_the_system_around_the_apps_own(make_sys
 
     app = Starlette(lifespan=lifespan)
     app.add_middleware(MaltiMiddleware, telemetry_system=system)
-    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
-    sent = []
-
-    async def receive():
-        return inbox.pop(0)
-
-    async def send(message):
-        sent.append((message["type"], system.get_stats()["running"]))
-
-    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    sent = await run_lifespan(app, system)
     assert events == [("app startup", True), ("app shutdown", True)]
     assert sent == [("lifespan.startup.complete", True), ("lifespan.shutdown.complete", False)]
 
@@ -214,38 +222,21 @@ async def test_lifespan_events_an_app_ignores_are_answered_by_the_middleware(mak
         raise RuntimeError("lifespan not supported")
 
     inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
-    sent = []
-
-    async def receive():
-        return inbox.pop(0)
-
-    async def send(message):
-        sent.append((message["type"], system.get_stats()["running"]))
-
-    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    await MaltiMiddleware(plain, telemetry_system=system)(scope, receive, send)
+    sent = await run_lifespan(MaltiMiddleware(plain, telemetry_system=system), system, inbox)
     assert sent == [("lifespan.startup.complete", True), ("lifespan.shutdown.complete", False)]
     assert inbox == []
     # an app that raises: the server decides what that means (uvicorn's "auto": no lifespan)
-    inbox[:] = [{"type": "lifespan.startup"}]
+    inbox = [{"type": "lifespan.startup"}]
     with pytest.raises(RuntimeError, match="lifespan not supported"):
-        await MaltiMiddleware(raises, telemetry_system=system)(scope, receive, send)
-    assert inbox == [{"type": "lifespan.startup"}] and len(sent) == 2
+        await run_lifespan(MaltiMiddleware(raises, telemetry_system=system), system, inbox)
+    assert inbox == [{"type": "lifespan.startup"}] and not system.get_stats()["running"]
 
 
 async def test_lifespan_injection_can_be_turned_off(make_system):
     system = make_system(malti_url="http://127.0.0.1:9")
     app = Starlette()
     app.add_middleware(MaltiMiddleware, telemetry_system=system, auto_inject_lifespan=False)
-    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
-
-    async def receive():
-        return inbox.pop(0)
-
-    async def send(message):
-        pass
-
-    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    await run_lifespan(app, system)
     assert not system.get_stats()["running"]
 
 
