@@ -968,8 +968,8 @@ record_row(Watch *watch, PyObject *scope, PyObject *snapshot)
 
     /* below a Mount this middleware's own route index does not know: the Python path */
     PyObject *root = watch->root;
-    if (UNLIKELY(root != Py_None)) {
-        if (!PyUnicode_CheckExact(root))
+    if (root != Py_None) { /* "" under uvicorn, which always sets root_path */
+        if (UNLIKELY(!PyUnicode_CheckExact(root)))
             goto done;
         if (PyUnicode_GET_LENGTH(root)) {
             PyObject *app_root = PyDict_GetItemWithError(scope, s_app_root_path);
