@@ -415,29 +415,38 @@ class MaltiMiddleware(_Base):
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         system = self.telemetry_system
-        received = False
+        took_part = False  # the app read or sent a lifespan message
 
         async def receive_with_start() -> Message:
-            nonlocal received
-            received = True
+            nonlocal took_part
+            took_part = True
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await _start_sender(system)
             return message
 
         async def send_with_stop(message: Message) -> None:
+            nonlocal took_part
+            took_part = True
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 await _stop_sender(system)
             await send(message)
 
-        await self.app(scope, receive_with_start, send_with_stop)
-        if received:
+        try:
+            await self.app(scope, receive_with_start, send_with_stop)
+        except Exception:
+            if took_part:
+                raise
+            # raised before taking part: what the ASGI spec reads as "lifespan not
+            # supported" (uvicorn's own example app asserts scope["type"] == "http")
+            logger.debug("Malti: the app does not take lifespan events; answering them", exc_info=True)
+        if took_part:
             return
-        # The app returned without taking part (a plain ASGI app that only serves "http"):
-        # the events are answered here, so that the sender starts with the server and
-        # delivers what it holds when the server stops. Without a lifespan, a server that
-        # ends the process by a signal leaves no exit hook time to run (uvicorn raises the
-        # SIGTERM it caught again once it has shut down, and its default action kills).
+        # The app takes no part in lifespan events: they are answered here, so that the
+        # sender starts with the server and delivers what it holds when the server stops.
+        # Without them, a server that ends the process by a signal leaves no exit hook
+        # time to run (uvicorn raises the SIGTERM it caught again once it has shut down,
+        # and its default action kills).
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":

@@ -211,25 +211,40 @@ async def test_lifespan_starts_and_stops_the_system_around_the_apps_own(make_sys
     assert sent == [("lifespan.startup.complete", True), ("lifespan.shutdown.complete", False)]
 
 
-async def test_lifespan_events_an_app_ignores_are_answered_by_the_middleware(make_system):
+@pytest.mark.parametrize("kind", ["returns", "raises", "sends first"])
+async def test_lifespan_events_an_app_ignores_are_answered_by_the_middleware(make_system, kind):
     system = make_system(malti_url="http://127.0.0.1:9")
 
-    async def plain(scope, receive, send):  # serves "http" only, returns on anything else
-        if scope["type"] != "http":
-            return
-
-    async def raises(scope, receive, send):
-        raise RuntimeError("lifespan not supported")
+    async def app(scope, receive, send):
+        if kind == "raises":
+            assert scope["type"] == "http"  # uvicorn's own example app: lifespan "not supported"
+        elif kind == "sends first":  # takes part (against the spec's order): left to it
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+        # returns: serves "http" only
 
     inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
-    sent = await run_lifespan(MaltiMiddleware(plain, telemetry_system=system), system, inbox)
-    assert sent == [("lifespan.startup.complete", True), ("lifespan.shutdown.complete", False)]
-    assert inbox == []
-    # an app that raises: the server decides what that means (uvicorn's "auto": no lifespan)
-    inbox = [{"type": "lifespan.startup"}]
-    with pytest.raises(RuntimeError, match="lifespan not supported"):
-        await run_lifespan(MaltiMiddleware(raises, telemetry_system=system), system, inbox)
-    assert inbox == [{"type": "lifespan.startup"}] and not system.get_stats()["running"]
+    sent = await run_lifespan(MaltiMiddleware(app, telemetry_system=system), system, inbox)
+    if kind == "sends first":
+        assert sent == [("lifespan.startup.complete", False), ("lifespan.shutdown.complete", False)]
+        assert inbox == [{"type": "lifespan.shutdown"}]
+    else:
+        assert sent == [("lifespan.startup.complete", True), ("lifespan.shutdown.complete", False)]
+        assert inbox == []
+
+
+async def test_an_app_failing_after_taking_part_in_lifespan_raises_as_it_did(make_system):
+    system = make_system(malti_url="http://127.0.0.1:9")
+
+    async def app(scope, receive, send):
+        await receive()
+        raise RuntimeError("startup failed")
+
+    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    with pytest.raises(RuntimeError, match="startup failed"):
+        await run_lifespan(MaltiMiddleware(app, telemetry_system=system), system, inbox)
+    assert inbox == [{"type": "lifespan.shutdown"}]
 
 
 async def test_lifespan_injection_can_be_turned_off(make_system):

@@ -284,11 +284,15 @@ def test_records_left_at_interpreter_exit_are_flushed(receiver, tmp_path, mode, 
 
 
 SIGTERM_APP = """
+import os
+
 from malti_sdk import MaltiMiddleware
 
 
-async def plain(scope, receive, send):  # a plain ASGI app: it serves "http" and returns on anything else
-    if scope["type"] != "http":
+async def plain(scope, receive, send):  # a plain ASGI app: it serves "http" only
+    if os.environ["APP_KIND"] == "raises":
+        assert scope["type"] == "http"  # as uvicorn's own example app
+    elif scope["type"] != "http":
         return
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
@@ -298,7 +302,8 @@ app = MaltiMiddleware(plain)
 """
 
 
-def test_sigterm_to_uvicorn_serving_an_app_without_lifespan_delivers_what_is_buffered(receiver, tmp_path):
+@pytest.mark.parametrize("kind", ["returns", "raises"])
+def test_sigterm_to_uvicorn_serving_an_app_without_lifespan_delivers_what_is_buffered(receiver, tmp_path, kind):
     """uvicorn stops on SIGTERM, then raises the signal again with its default action, which
     ends the process before any exit hook runs. The app takes no part in lifespan events,
     so the middleware answers them: its sender stops (and delivers) with the server."""
@@ -312,6 +317,7 @@ def test_sigterm_to_uvicorn_serving_an_app_without_lifespan_delivers_what_is_buf
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]),
+        "APP_KIND": kind,
         "MALTI_API_KEY": "k",
         "MALTI_URL": receiver.url,
         "MALTI_BATCH_INTERVAL": "3600",  # nothing is sent before the signal
@@ -320,7 +326,7 @@ def test_sigterm_to_uvicorn_serving_an_app_without_lifespan_delivers_what_is_buf
     command = [sys.executable, "-m", "uvicorn", "sigterm_app:app", "--port", str(port), "--log-level", "warning"]
     proc = subprocess.Popen(command, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as client:
             for _ in range(400):
                 try:
                     client.get("/first")
@@ -329,6 +335,8 @@ def test_sigterm_to_uvicorn_serving_an_app_without_lifespan_delivers_what_is_buf
                     if proc.poll() is not None:
                         raise AssertionError(proc.stderr.read()) from None
                     threading.Event().wait(0.05)
+            else:
+                raise AssertionError("uvicorn did not answer within 20 s")
             for i in range(41):
                 assert client.get(f"/users/{i}").status_code == 200
         assert receiver.stored == []
