@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import decimal
+import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 
+import httpx
 import numpy
 import pytest
 
@@ -282,7 +286,6 @@ def test_records_left_at_interpreter_exit_are_flushed(receiver, tmp_path, mode, 
     assert len(receiver.stored) == 37
 
 
-
 SIGTERM_APP = """
 import os
 
@@ -307,11 +310,6 @@ def test_sigterm_to_uvicorn_serving_an_app_without_lifespan_delivers_what_is_buf
     """uvicorn stops on SIGTERM, then raises the signal again with its default action, which
     ends the process before any exit hook runs. The app takes no part in lifespan events,
     so the middleware answers them: its sender stops (and delivers) with the server."""
-    import os
-    import signal
-
-    import httpx
-
     (tmp_path / "sigterm_app.py").write_text(SIGTERM_APP)
     port = free_port()
     env = {
@@ -334,7 +332,7 @@ def test_sigterm_to_uvicorn_serving_an_app_without_lifespan_delivers_what_is_buf
                 except httpx.TransportError:
                     if proc.poll() is not None:
                         raise AssertionError(proc.stderr.read()) from None
-                    threading.Event().wait(0.05)
+                    time.sleep(0.05)
             else:
                 raise AssertionError("uvicorn did not answer within 20 s")
             for i in range(41):
