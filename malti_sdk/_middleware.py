@@ -422,14 +422,20 @@ class MaltiMiddleware(_Base):
             took_part = True
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await _start_sender(system)
+                try:
+                    await system.start()
+                except Exception:
+                    logger.exception("Malti: could not start the sender")
             return message
 
         async def send_with_stop(message: Message) -> None:
             nonlocal took_part
             took_part = True
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await _stop_sender(system)
+                try:
+                    await system.stop()
+                except Exception:
+                    logger.exception("Malti: flush at shutdown failed")
             await send(message)
 
         try:
@@ -446,30 +452,14 @@ class MaltiMiddleware(_Base):
         # sender starts with the server and delivers what it holds when the server stops.
         # Without them, a server that ends the process by a signal leaves no exit hook
         # time to run (uvicorn raises the SIGTERM it caught again once it has shut down,
-        # and its default action kills).
+        # and its default action kills). The same wrappers start and stop the sender.
         while True:
-            message = await receive()
+            message = await receive_with_start()
             if message["type"] == "lifespan.startup":
-                await _start_sender(system)
-                await send({"type": "lifespan.startup.complete"})
+                await send_with_stop({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await _stop_sender(system)
-                await send({"type": "lifespan.shutdown.complete"})
+                await send_with_stop({"type": "lifespan.shutdown.complete"})
                 return
-
-
-async def _start_sender(system: TelemetrySystem) -> None:
-    try:
-        await system.start()
-    except Exception:
-        logger.exception("Malti: could not start the sender")
-
-
-async def _stop_sender(system: TelemetrySystem) -> None:
-    try:
-        await system.stop()
-    except Exception:
-        logger.exception("Malti: flush at shutdown failed")
 
 
 _HOOKS = ("_extract_route_pattern", "_extract_consumer", "_extract_context")
